@@ -1,0 +1,54 @@
+"""The ``vlm-grpo`` command: parse, build, run, save. The work lives in the library modules.
+
+Each subcommand is a module with ``add_arguments(parser)`` and ``run(args) -> int``;
+heavy imports (torch, transformers, trl) happen inside ``run`` so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Order is the order `vlm-grpo --help` lists them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "tiny": ("vlm_grpo.commands.tiny", "build the offline tiny Qwen2.5-VL checkpoint"),
+    "prep": ("data_prep.cli", "pack a source dataset into the packed format (records.jsonl + images/)"),
+    "demo": ("vlm_grpo.commands.demo", "the offline end-to-end demo"),
+}
+
+
+class UsageError(Exception):
+    """A user mistake found after parsing; printed as `error: ...` with exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vlm-grpo",
+        description="R1-style GRPO fine-tuning for vision-language models (Qwen2.5-VL) on TRL.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        doc = (module.__doc__ or help_text).strip()
+        cmd = sub.add_parser(name, help=help_text, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except (UsageError, ValueError, FileNotFoundError) as err:
+        # Library errors carry messages written for users (file, line or record, what to do).
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

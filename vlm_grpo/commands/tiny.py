@@ -1,0 +1,49 @@
+"""Build the offline tiny Qwen2.5-VL: real architecture, random weights, a locally trained tokenizer.
+
+The folder looks like a real checkpoint (config.json, model.safetensors, tokenizer,
+preprocessor and chat template) and loads through the same code as a hub model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from vlm_grpo.tiny import TinySpec
+
+    defaults = TinySpec()
+    parser.add_argument("--output", required=True, help="folder to write the checkpoint to")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="weight and tokenizer seed (default: %(default)s)")
+    parser.add_argument("--text-hidden", type=int, default=defaults.text_hidden, help="language model width (default: %(default)s)")
+    parser.add_argument("--text-layers", type=int, default=defaults.text_layers, help="language model depth (default: %(default)s)")
+    parser.add_argument("--vision-hidden", type=int, default=defaults.vision_hidden, help="vision tower width (default: %(default)s)")
+    parser.add_argument("--vision-depth", type=int, default=defaults.vision_depth, help="vision tower depth (default: %(default)s)")
+    parser.add_argument("--min-pixels", type=int, default=defaults.min_pixels, help="processor min_pixels (default: %(default)s)")
+    parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="processor max_pixels (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint in --output")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vlm_grpo.tiny import TinySpec, build_tiny
+
+    output = Path(args.output)
+    if (output / "config.json").exists() and not args.overwrite:
+        raise ValueError(f"{output} already holds a checkpoint; pass --overwrite to replace it")
+    spec = TinySpec(
+        text_hidden=args.text_hidden,
+        text_layers=args.text_layers,
+        vision_hidden=args.vision_hidden,
+        vision_depth=args.vision_depth,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
+        seed=args.seed,
+    )
+    start = time.perf_counter()
+    model, _ = build_tiny(output, spec)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"tiny Qwen2.5-VL ({params / 1e6:.2f}M parameters) written to {output} in {time.perf_counter() - start:.1f}s")
+    return 0

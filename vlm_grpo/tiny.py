@@ -1,0 +1,263 @@
+"""Build a tiny, offline Qwen2.5-VL checkpoint: real architecture, random weights.
+
+The folder written by :func:`build_tiny` looks like a real Qwen2.5-VL checkpoint
+(``config.json``, ``model.safetensors``, ``tokenizer.json``,
+``preprocessor_config.json``, ``chat_template.jinja`` ...), so every command of
+the project loads it through the same code path as ``Qwen/Qwen2.5-VL-3B-Instruct``.
+
+What differs from the published model, on purpose:
+- the tokenizer is a byte-level BPE trained here on a small generated corpus
+  (same pre-tokenizer as Qwen2: digits are split one per token), with Qwen2.5-VL's
+  special tokens appended at the end of the vocabulary; the config's token ids
+  are read back from the tokenizer, never hard-coded;
+- the sizes are those of :class:`TinySpec` (a few hundred thousand parameters
+  by default), with a fixed seed, so two builds give identical weights;
+- the image processor's ``min_pixels`` / ``max_pixels`` default to small values
+  (56x56 .. 224x224) so that an image is 4 to 64 tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+
+import torch
+
+# Qwen2.5-VL's special tokens, in the order the released tokenizer has them.
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+# Qwen2's pre-tokenisation regex: contractions, letters, single digits, punctuation runs, spaces.
+PRETOKENIZE_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+
+# Qwen2.5-VL's chat template (images and videos as vision_start/pad/vision_end, default system prompt).
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}"
+    "{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TinySpec:
+    """Sizes of the tiny model. The defaults give ~0.5M parameters and build in seconds.
+
+    ``text_heads`` must divide ``text_hidden`` and the head dim must be a multiple of 16
+    (M-RoPE splits half of it into temporal/height/width sections of 1/4, 3/8, 3/8).
+    """
+
+    vocab_size: int = 1024  # BPE merges + byte alphabet, before the special tokens
+    text_hidden: int = 64
+    text_layers: int = 2
+    text_heads: int = 4
+    text_kv_heads: int = 2
+    text_intermediate: int = 128
+    vision_hidden: int = 64
+    vision_depth: int = 2
+    vision_heads: int = 4
+    vision_intermediate: int = 128
+    min_pixels: int = 56 * 56
+    max_pixels: int = 224 * 224
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        head_dim, rem = divmod(self.text_hidden, self.text_heads)
+        if rem or head_dim % 16:
+            raise ValueError(
+                f"text_hidden={self.text_hidden} / text_heads={self.text_heads} must give a head "
+                "dimension that is a multiple of 16 (M-RoPE sections); change one of them"
+            )
+        if self.vision_hidden % self.vision_heads:
+            raise ValueError("vision_hidden must be divisible by vision_heads")
+
+
+def _corpus(seed: int, lines: int = 4000) -> list[str]:
+    """A small deterministic corpus in the shape of the prompts and answers the project uses."""
+    rng = random.Random(seed)
+    words = (
+        "the a of in on to is what where how many which find locate point region image picture "
+        "shape shapes circle square triangle red green blue yellow purple orange black white left "
+        "right top bottom middle center small large big man woman person dog cat car with shirt "
+        "answer think first then so therefore output box bounding coordinates format json number "
+        "count total sum equals question please provide describe sentence this that there are "
+        "x y value solve compute angle length area triangle option choose correct"
+    ).split()
+    out = []
+    for _ in range(lines):
+        sentence = " ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
+        box = [rng.randint(0, 999) for _ in range(4)]
+        out.append(
+            f"<think>{sentence}.</think><answer>[{box[0]}, {box[1]}, {box[2]}, {box[3]}]</answer>"
+        )
+        out.append(f'{{"bbox_2d": [{box[0]}, {box[1]}, {box[2]}, {box[3]}], "label": "{rng.choice(words)}"}}')
+        out.append(sentence.capitalize() + "? " + str(rng.randint(0, 100)) + " + " + str(rng.randint(0, 100)))
+    out.append("You are a helpful assistant. system user assistant")
+    return out
+
+
+def build_tokenizer(spec: TinySpec = TinySpec()):
+    """Train a byte-level BPE (Qwen2 pre-tokenizer) and wrap it as a ``Qwen2Tokenizer``."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import AddedToken, Qwen2Tokenizer
+
+    bpe = Tokenizer(models.BPE())
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=spec.vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_corpus(spec.seed), trainer=trainer)
+    state = bpe.model.__getstate__()
+    import json
+
+    model_state = json.loads(state)
+    vocab = model_state["vocab"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model_state["merges"]]
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab,
+        merges=merges,
+        unk_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        errors="replace",
+        model_max_length=32768,
+    )
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS], special_tokens=True)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_config(tokenizer, spec: TinySpec = TinySpec()):
+    """A ``Qwen2_5_VLConfig`` of the tiny sizes whose token ids are read from ``tokenizer``."""
+    from transformers import Qwen2_5_VLConfig
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    head_dim = spec.text_hidden // spec.text_heads
+    unit = head_dim // 16
+    return Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": spec.text_hidden,
+            "intermediate_size": spec.text_intermediate,
+            "num_hidden_layers": spec.text_layers,
+            "num_attention_heads": spec.text_heads,
+            "num_key_value_heads": spec.text_kv_heads,
+            "max_position_embeddings": 4096,
+            "rms_norm_eps": 1e-6,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1_000_000.0,
+                "mrope_section": [2 * unit, 3 * unit, 3 * unit],
+            },
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+            "tie_word_embeddings": True,
+        },
+        vision_config={
+            "depth": spec.vision_depth,
+            "hidden_size": spec.vision_hidden,
+            "intermediate_size": spec.vision_intermediate,
+            "num_heads": spec.vision_heads,
+            "out_hidden_size": spec.text_hidden,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 56,
+            "fullatt_block_indexes": [spec.vision_depth - 1],
+            "tokens_per_second": 2,
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+
+
+def build_processor(tokenizer, spec: TinySpec = TinySpec()):
+    """A ``Qwen2_5_VLProcessor`` with the PIL image processor (no torchvision needed)."""
+    from transformers import Qwen2_5_VLProcessor
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from vlm_grpo.processing import build_image_only
+
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=spec.min_pixels, max_pixels=spec.max_pixels)
+    return build_image_only(Qwen2_5_VLProcessor, image_processor, tokenizer, CHAT_TEMPLATE)
+
+
+def build_tiny(output: str | Path | None = None, spec: TinySpec = TinySpec()):
+    """Build the tiny model and processor; save them to ``output`` when given.
+
+    Returns ``(model, processor)``. Deterministic: the same ``spec`` gives the same
+    tokenizer and bit-identical weights.
+    """
+    from transformers import Qwen2_5_VLForConditionalGeneration, GenerationConfig
+
+    tokenizer = build_tokenizer(spec)
+    config = build_config(tokenizer, spec)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(spec.seed)
+    try:
+        model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    finally:
+        torch.random.set_rng_state(generator_state)
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.text_config.bos_token_id,
+        eos_token_id=[config.text_config.eos_token_id, config.text_config.bos_token_id],
+        pad_token_id=config.text_config.pad_token_id,
+        do_sample=True,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+    )
+    processor = build_processor(tokenizer, spec)
+    if output is not None:
+        output = Path(output)
+        output.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(output)
+        processor.save_pretrained(output)
+    return model, processor
