@@ -1,0 +1,257 @@
+"""Helpers shared by the source readers: JSON reading with line numbers, question
+cleaning, answer parsing, and the task rule.
+
+Task rule (used by every reader, first match wins):
+
+1. ``--task T`` given: every record gets ``T``.
+2. The source names a reward/task (VLM-R1's ``accu_reward_method``, a table's task
+   column): mapped through :data:`TASK_FROM_METHOD`; ``default`` and unknown names
+   fall through to 3.
+3. Inferred from the answer (:func:`infer_task`): a 4-number box -> ``rec``; a lone
+   letter when the question lists lettered options -> ``mcq``; an integer when the
+   question asks "how many" / "what number of" -> ``count``; a number or a LaTeX/
+   fraction answer -> ``math``; anything else -> ``open``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from data_prep.packed import PrepError
+
+#: Fixed instruction text that VLM-R1-style data prepends to the actual question;
+#: stripped (case-insensitively, after the ``<image>`` markers) so ``problem`` is the
+#: question itself. A trailing period is dropped when one of these was removed, since
+#: what remains is then a referring phrase ("the man in red").
+INSTRUCTION_PREFIXES: tuple[str, ...] = (
+    "Please provide the bounding box coordinate of the region this sentence describes:",
+    "Please provide the bounding box coordinates of the region this sentence describes:",
+    "Please provide the bounding box coordinate of the region this sentence describes",
+    "Locate the region this sentence describes:",
+    "Output the bounding box of the region this sentence describes:",
+)
+
+#: Fixed answer-format instructions that some datasets append to the question; stripped.
+INSTRUCTION_SUFFIXES: tuple[str, ...] = (
+    "Output the final answer in JSON format.",
+    "First output the thinking process in <think> </think> tags and then output the final answer in "
+    "<answer> </answer> tags.",
+    "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags.",
+)
+
+#: Source reward/task names -> task. ``default`` is absent on purpose: it is inferred.
+TASK_FROM_METHOD: dict[str, str] = {
+    "iou": "rec",
+    "rec": "rec",
+    "math": "math",
+    "mcq": "mcq",
+    "count": "count",
+    "yes_no": "open",
+    "llm": "open",
+    "open": "open",
+    # MathVista's question_type column (pass --task-column question_type)
+    "multi_choice": "mcq",
+    "free_form": "math",
+}
+
+_ANSWER_TAGS = re.compile(r"^\s*<answer>(.*?)</answer>\s*$", re.DOTALL | re.IGNORECASE)
+_LETTER = re.compile(r"^\(?([A-Za-z])\)?[.:]?$")
+_OPTIONS = re.compile(r"(^|[\s(])[A-E][.):]\s")
+_COUNT_QUESTION = re.compile(r"\b(how many|what number of)\b", re.IGNORECASE)
+_NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)(/\d+)?%?$")
+_INT = re.compile(r"^[-+]?\d+$")
+
+
+def clean_question(text: str) -> str:
+    """Remove ``<image>`` markers and known instruction prefixes/suffixes; collapse whitespace."""
+    text = " ".join(text.replace("<image>", " ").split())
+    stripped = False
+    for prefix in INSTRUCTION_PREFIXES:
+        if text.lower().startswith(prefix.lower()):
+            text, stripped = text[len(prefix) :].strip(), True
+            break
+    for suffix in INSTRUCTION_SUFFIXES:
+        if text.lower().endswith(suffix.lower()):
+            text = text[: -len(suffix)].strip()
+    if stripped and text.endswith("."):
+        text = text[:-1].rstrip()
+    return text
+
+
+def answer_text(value: Any) -> str:
+    """The answer as text, without ``<answer>…</answer>`` wrapping and outer whitespace."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    match = _ANSWER_TAGS.match(text)
+    return (match.group(1) if match else text).strip()
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_box(value: Any) -> list[float] | None:
+    """A ``[x1, y1, x2, y2]`` box from a list, a JSON string (maybe in answer tags), or a
+    ``{"bbox_2d": [...]}`` / ``{"bbox": [...]}`` object or a one-element list of such;
+    None when the value is not a box."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(answer_text(value))
+        except json.JSONDecodeError:
+            return None
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
+        value = value[0]
+    if isinstance(value, dict):
+        value = value.get("bbox_2d", value.get("bbox"))
+    if isinstance(value, list) and len(value) == 4 and all(_finite_number(v) for v in value):
+        return list(value)
+    return None
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string answer, got {value!r}")
+    text = answer_text(value)
+    if not text:
+        raise ValueError("the answer is empty")
+    return text
+
+
+def _as_box(value: Any) -> list[float]:
+    box = parse_box(value)
+    if box is None:
+        raise ValueError(f"expected a box [x1, y1, x2, y2], got {value!r}")
+    return box
+
+
+def _as_count(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"expected an integer count, got {value!r}")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and _INT.match(answer_text(value)):
+        value = int(answer_text(value))
+    if not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected an integer count >= 0, got {value!r}")
+    return value
+
+
+def _as_letter(value: Any) -> str:
+    match = _LETTER.match(answer_text(value)) if isinstance(value, str) else None
+    if not match:
+        raise ValueError(f"expected a choice letter such as 'B' or '(B)', got {value!r}")
+    return match.group(1).upper()
+
+
+#: How a raw source answer becomes a solution, per task. Other tasks keep text answers as text.
+SOLUTION_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "rec": _as_box,
+    "count": _as_count,
+    "mcq": _as_letter,
+    "math": _as_text,
+    "open": _as_text,
+}
+
+
+def coerce_solution(task: str, value: Any, *, where: str) -> Any:
+    """Turn a raw answer into the task's solution type, or raise ``invalid_solution``."""
+    parser = SOLUTION_PARSERS.get(task)
+    try:
+        if parser is not None:
+            return parser(value)
+        return answer_text(value) if isinstance(value, str) else value
+    except ValueError as exc:
+        raise PrepError(f"{where}: {task} answer: {exc}", reason="invalid_solution") from None
+
+
+def infer_task(problem: str, answer: Any) -> str:
+    """Guess the task from the answer and question (rule 3 of the module docstring)."""
+    if parse_box(answer) is not None:
+        return "rec"
+    text = answer_text(answer) if isinstance(answer, str) else str(answer)
+    if _LETTER.match(text) and _OPTIONS.search(problem):
+        return "mcq"
+    if _INT.match(text) and _COUNT_QUESTION.search(problem):
+        return "count"
+    if _NUMBER.match(text.replace(",", "")) or "\\" in text or "$" in text:
+        return "math"
+    return "open"
+
+
+def choose_task(override: str | None, method: Any, problem: str, answer: Any) -> str:
+    """Apply the task rule: ``--task``, then the source's method name, then inference."""
+    if override:
+        return override
+    if isinstance(method, str) and method.strip().lower() in TASK_FROM_METHOD:
+        return TASK_FROM_METHOD[method.strip().lower()]
+    return infer_task(problem, answer)
+
+
+def open_input(path: Path) -> None:
+    """Raise a clear error if an input file is missing or not a file."""
+    if not path.exists():
+        raise PrepError(f"input {path} not found; check --input", reason="missing_input")
+    if not path.is_file():
+        raise PrepError(f"input {path} is not a file; check --input", reason="missing_input")
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, object)`` per non-blank line; a bad line yields a PrepError
+    (reason ``malformed_json``) in place of the object so the caller can skip it."""
+    open_input(path)
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                yield lineno, json.loads(raw.decode("utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "msg", None) or str(exc)
+                yield lineno, PrepError(f"{path}:{lineno}: malformed JSON line ({reason})", reason="malformed_json")
+
+
+def iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, element)`` for each element of a top-level JSON array.
+
+    The line number is where the element starts. A syntax error anywhere makes the
+    whole file unreadable: it raises :class:`PrepError` naming the file and line.
+    """
+    open_input(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PrepError(f"{path}: not UTF-8 text ({exc})", reason="malformed_json") from None
+    decoder = json.JSONDecoder()
+    ws = re.compile(r"\s*")
+    pos, line, counted = ws.match(text, 0).end(), 1, 0
+
+    def fail(at: int, what: str) -> PrepError:
+        return PrepError(f"{path}:{text.count(chr(10), 0, at) + 1}: {what}", reason="malformed_json")
+
+    if not text.startswith("[", pos):
+        raise fail(pos, "expected a JSON array of objects ('[' ...)")
+    pos = ws.match(text, pos + 1).end()
+    if text.startswith("]", pos):
+        return
+    while True:
+        try:
+            element, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            raise fail(exc.pos, f"malformed JSON ({exc.msg})") from None
+        line += text.count("\n", counted, pos)
+        counted = pos
+        yield line, element
+        pos = ws.match(text, end).end()
+        if text.startswith("]", pos):
+            if text[pos + 1 :].strip():
+                raise fail(pos + 1, "unexpected text after the JSON array")
+            return
+        if not text.startswith(",", pos):
+            raise fail(pos, "expected ',' or ']' between array elements")
+        pos = ws.match(text, pos + 1).end()

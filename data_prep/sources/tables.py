@@ -1,0 +1,132 @@
+"""Row conversion shared by the table readers (``parquet``, ``hf-disk``).
+
+Columns (each overridable; the default is the first name present):
+
+=========  =============================  ===========================================
+role       option                         default names
+=========  =============================  ===========================================
+image      ``--image-column``             ``decoded_image``, ``image``, ``images``
+problem    ``--problem-column``           ``problem``, ``question``
+solution   ``--solution-column``          ``answer``, ``solution``
+id         ``--id-column``                ``id`` (else ``<file stem>_<row>``)
+task       ``--task-column``              none (the task rule in ``sources.common``)
+=========  =============================  ===========================================
+
+An image cell may be raw bytes, a path (relative to ``--image-root``, default the
+input's directory), the Hugging Face ``Image`` feature dict ``{"bytes", "path"}``
+(bytes win when both are set), a PIL image, or a list of any of these. Other
+scalar columns (numbers, booleans, strings up to 500 characters) are kept in ``meta``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from data_prep.images import ImageInput
+from data_prep.items import SourceItem
+from data_prep.packed import PrepError
+from data_prep.sources import SourceOptions
+from data_prep.sources.common import choose_task, clean_question, coerce_solution
+
+DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "image": ("decoded_image", "image", "images"),
+    "problem": ("problem", "question"),
+    "solution": ("answer", "solution"),
+}
+_META_TEXT_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The column chosen for each role of a table."""
+
+    image: str
+    problem: str
+    solution: str
+    id: str | None
+    task: str | None
+
+
+def resolve_columns(available: list[str], options: SourceOptions, where: str) -> Columns:
+    """Pick the columns to read; a named or needed column that is absent is a ``missing_column`` error."""
+    listing = ", ".join(available) or "(none)"
+    chosen: dict[str, str | None] = {}
+    for role in ("image", "problem", "solution", "id", "task"):
+        name = getattr(options, f"{role}_column")
+        if name is not None:
+            if name not in available:
+                raise PrepError(
+                    f"{where}: column {name!r} (--{role}-column) not found; available columns: {listing}",
+                    reason="missing_column",
+                )
+            chosen[role] = name
+            continue
+        candidates = DEFAULT_COLUMNS.get(role, ("id",) if role == "id" else ())
+        chosen[role] = next((c for c in candidates if c in available), None)
+        if chosen[role] is None and role in DEFAULT_COLUMNS:
+            raise PrepError(
+                f"{where}: no {role} column (looked for {', '.join(candidates)}); available columns: {listing}; "
+                f"name it with --{role}-column",
+                reason="missing_column",
+            )
+    return Columns(**chosen)
+
+
+def _one_image(cell: Any, root: Path, where: str) -> ImageInput:
+    if isinstance(cell, (bytes, bytearray, memoryview)):
+        return bytes(cell)
+    if isinstance(cell, Image.Image):
+        return cell
+    if isinstance(cell, dict):
+        if cell.get("bytes"):
+            return bytes(cell["bytes"])
+        cell = cell.get("path")
+    if isinstance(cell, str) and cell:
+        path = Path(cell)
+        return path if path.is_absolute() else root / path
+    if cell is None:
+        raise PrepError(f"{where}: the image cell is empty (no bytes and no path)", reason="missing_image")
+    raise PrepError(f"{where}: unsupported image cell of type {type(cell).__name__}", reason="malformed_record")
+
+
+def image_inputs(cell: Any, root: Path, where: str) -> list[ImageInput]:
+    """The image inputs of one cell (one image or a list of them)."""
+    cells = list(cell) if isinstance(cell, (list, tuple)) else [cell]
+    return [_one_image(item, root, where) for item in cells]
+
+
+def _meta_value(value: Any) -> bool:
+    if isinstance(value, str):
+        return len(value) <= _META_TEXT_LIMIT
+    return isinstance(value, (int, float, bool))
+
+
+def row_to_item(
+    row: dict[str, Any], *, index: int, columns: Columns, stem: str, where: str, root: Path, options: SourceOptions
+) -> SourceItem:
+    """Turn one table row into a :class:`SourceItem` (raises :class:`PrepError`)."""
+    images = image_inputs(row.get(columns.image), root, where)
+    question = row.get(columns.problem)
+    if not isinstance(question, str):
+        raise PrepError(f"{where}: column {columns.problem!r} must hold text, got {question!r}", reason="empty_problem")
+    problem = clean_question(question)
+    answer = row.get(columns.solution)
+    if answer is None:
+        raise PrepError(f"{where}: column {columns.solution!r} is empty", reason="invalid_solution")
+    method = row.get(columns.task) if columns.task else None
+    task = choose_task(options.task, method, problem, answer)
+    solution = coerce_solution(task, answer, where=where)
+    raw_id = row.get(columns.id) if columns.id else None
+    record_id = f"{stem}_{index}" if raw_id is None or raw_id == "" else str(raw_id)
+    if options.prefix_ids:
+        record_id = f"{stem}/{record_id}"
+    used = {columns.image, columns.problem, columns.solution, columns.id}
+    meta = {key: value for key, value in row.items() if key not in used and _meta_value(value)}
+    meta.update(source=stem, row=index)
+    return SourceItem(
+        id=record_id, task=task, images=images, problem=problem, solution=solution, origin=where, meta=meta
+    )

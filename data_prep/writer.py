@@ -1,0 +1,115 @@
+"""Atomic writing of packed datasets.
+
+:func:`atomic_output_dir` yields a fresh temporary directory *beside* the output (same
+file system, so the final ``rename`` is atomic); the caller fills it; on success it is
+renamed into place, on any exception (``KeyboardInterrupt`` included) it is deleted.
+With ``overwrite`` an existing output is moved aside only once the new one is complete,
+and restored if the final rename fails. :func:`write_records_and_manifest` writes the
+two text files of one packed dataset into such a directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from data_prep.packed import FORMAT_VERSION, MANIFEST_FILE, RECORDS_FILE, PrepError, Record
+
+CREATED_BY = "vlm-grpo data_prep"
+
+
+def check_output(output: Path, *, overwrite: bool) -> None:
+    """Refuse an output that exists (without ``overwrite``) or is not a directory."""
+    if output.is_symlink() or output.exists():
+        if not output.is_dir() or output.is_symlink():
+            raise PrepError(f"output {output} exists and is not a directory; choose another --output")
+        if not overwrite:
+            raise PrepError(f"output directory {output} already exists; pass --overwrite to replace it")
+
+
+@contextmanager
+def atomic_output_dir(output: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temp dir beside ``output`` that becomes ``output`` when the block succeeds.
+
+    Nothing named ``output`` appears unless the block completes; an existing ``output``
+    is replaced only with ``overwrite`` and stays intact until the new one is complete.
+    """
+    output = Path(output).absolute()
+    check_output(output, overwrite=overwrite)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.parent / f".{output.name}.tmp-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        check_output(output, overwrite=overwrite)
+        _commit(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _commit(tmp: Path, output: Path) -> None:
+    if not output.exists():
+        try:
+            os.rename(tmp, output)
+        except OSError as exc:
+            raise PrepError(f"cannot move the new dataset into {output} ({exc}); nothing was written") from None
+        return
+    old = output.parent / f".{output.name}.old-{secrets.token_hex(4)}"
+    os.rename(output, old)
+    try:
+        os.rename(tmp, output)
+    except BaseException:
+        os.rename(old, output)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_records_and_manifest(
+    directory: Path,
+    records: Iterable[Record],
+    *,
+    num_images: int,
+    sources: list[dict[str, Any]],
+    skipped: dict[str, int],
+    warnings: dict[str, int],
+    settings: dict[str, Any],
+    split: str | None = None,
+) -> dict[str, Any]:
+    """Write ``records.jsonl`` and ``manifest.json`` into ``directory``; return the manifest.
+
+    Records are written one JSON object per line, UTF-8, no NaN/Infinity; the manifest
+    carries the sha256 of the exact bytes written.
+    """
+    digest = hashlib.sha256()
+    task_counts: dict[str, int] = {}
+    count = 0
+    with open(directory / RECORDS_FILE, "wb") as handle:
+        for record in records:
+            line = (json.dumps(record.to_json(), ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+            handle.write(line)
+            digest.update(line)
+            task_counts[record.task] = task_counts.get(record.task, 0) + 1
+            count += 1
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "created_by": CREATED_BY,
+        "split": split,
+        "num_records": count,
+        "num_images": num_images,
+        "task_counts": dict(sorted(task_counts.items())),
+        "records_sha256": digest.hexdigest(),
+        "sources": sources,
+        "skipped": dict(sorted(skipped.items())),
+        "warnings": dict(sorted(warnings.items())),
+        "settings": settings,
+    }
+    (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return manifest
