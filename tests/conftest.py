@@ -20,3 +20,27 @@ def tiny_model_and_processor(tiny_dir):
     from vlm_grpo.modeling import load_model, load_processor
 
     return load_model(str(tiny_dir)), load_processor(str(tiny_dir))
+
+
+def _prep(output, task: str, num: int, seed: int = 0, extra: tuple[str, ...] = ()) -> None:
+    from data_prep.cli import main as prep_main
+
+    argv = ["--format", "synthetic", "--task", task, "--num", str(num), "--seed", str(seed),
+            "--output", str(output), "--quiet", *extra]
+    assert prep_main(argv) == 0
+
+
+@pytest.fixture(scope="session")
+def rec_data(tmp_path_factory):
+    """A packed synthetic REC dataset (24 records, 112x112 images)."""
+    path = tmp_path_factory.mktemp("data") / "rec"
+    _prep(path, "rec", 24)
+    return path
+
+
+@pytest.fixture(scope="session")
+def math_data(tmp_path_factory):
+    """A packed synthetic math dataset (16 records)."""
+    path = tmp_path_factory.mktemp("data") / "math"
+    _prep(path, "math", 16, seed=1)
+    return path

@@ -2,6 +2,8 @@
 
 Each subcommand is a module with ``add_arguments(parser)`` and ``run(args) -> int``;
 heavy imports (torch, transformers, trl) happen inside ``run`` so ``--help`` is fast.
+A module with ``PASSTHROUGH = True`` (train, sft) receives the ``--key value`` pairs it
+does not declare in ``args.extra``: they are TRL config keys, parsed by ``TrlParser``.
 """
 
 from __future__ import annotations
@@ -10,10 +12,15 @@ import argparse
 import importlib
 import sys
 
+from rewards.guard import RewardError
+
 # name -> (module, one-line help). Order is the order `vlm-grpo --help` lists them.
 COMMANDS: dict[str, tuple[str, str]] = {
     "tiny": ("vlm_grpo.commands.tiny", "build the offline tiny Qwen2.5-VL checkpoint"),
     "prep": ("data_prep.cli", "pack a source dataset into the packed format (records.jsonl + images/)"),
+    "train": ("vlm_grpo.commands.train", "GRPO training from a YAML config (TRL GRPOTrainer)"),
+    "sft": ("vlm_grpo.commands.sft", "cold-start supervised fine-tuning (TRL SFTTrainer)"),
+    "eval": ("vlm_grpo.commands.eval", "evaluate a model on packed datasets (metrics, predictions, HTML report)"),
     "demo": ("vlm_grpo.commands.demo", "the offline end-to-end demo"),
 }
 
@@ -33,16 +40,21 @@ def build_parser() -> argparse.ArgumentParser:
         doc = (module.__doc__ or help_text).strip()
         cmd = sub.add_parser(name, help=help_text, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(cmd)
-        cmd.set_defaults(_run=module.run)
+        cmd.set_defaults(_run=module.run, _passthrough=getattr(module, "PASSTHROUGH", False))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not args._passthrough:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     try:
         return int(args._run(args) or 0)
-    except (UsageError, ValueError, FileNotFoundError) as err:
-        # Library errors carry messages written for users (file, line or record, what to do).
+    except (UsageError, ValueError, FileNotFoundError, RewardError) as err:
+        # Library errors carry messages written for users (file, line or record, what to do);
+        # a RewardError names the reward and the sample that broke it.
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

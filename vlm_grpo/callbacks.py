@@ -1,0 +1,109 @@
+"""Trainer callbacks: the rollout log and a compact progress bar.
+
+The rollout log sees completions where the project already has a hand on them:
+each reward function is wrapped, so whatever TRL passes to the rewards (the
+completions of this process and their columns) is recorded with every reward's
+value, and written to ``rollouts.jsonl`` every ``rollout_log_steps`` steps.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
+
+from rewards.parsing import completion_text
+
+
+class RolloutRecorder(TrainerCallback):
+    """Records the latest scored batch and appends it to a JSONL file every ``every`` steps.
+
+    One file per process: ``rollouts.jsonl`` on the main process, ``rollouts.rank{N}.jsonl`` elsewhere.
+    Each line: ``{"step", "id", "task", "completion", "solution", "rewards": {name: value}}``.
+    """
+
+    def __init__(self, output_dir: str | Path, every: int, rank: int = 0) -> None:
+        self.every = every
+        name = "rollouts.jsonl" if rank == 0 else f"rollouts.rank{rank}.jsonl"
+        self.path = Path(output_dir) / name
+        self._batch: dict | None = None
+
+    def wrap(self, reward_fn, first: bool):
+        """Wrap a reward so its values are recorded; ``first`` marks the reward that starts a batch."""
+
+        @functools.wraps(reward_fn)
+        def recorded(completions, **columns):
+            values = reward_fn(completions, **columns)
+            if first or self._batch is None:
+                self._batch = {
+                    "completions": [completion_text(c) for c in completions],
+                    "ids": columns.get("id"),
+                    "tasks": columns.get("task"),
+                    "solutions": columns.get("solution"),
+                    "rewards": {},
+                }
+            self._batch["rewards"][reward_fn.__name__] = list(values)
+            return values
+
+        return recorded
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.every <= 0 or self._batch is None or state.global_step % self.every:
+            return
+        batch, self._batch = self._batch, None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            for i, completion in enumerate(batch["completions"]):
+                row = {
+                    "step": state.global_step,
+                    "id": batch["ids"][i] if batch["ids"] else i,
+                    "task": batch["tasks"][i] if batch["tasks"] else None,
+                    "completion": completion,
+                    "solution": batch["solutions"][i] if batch["solutions"] else None,
+                    "rewards": {name: _finite(v[i]) for name, v in batch["rewards"].items()},
+                }
+                handle.write(json.dumps(row) + "\n")
+
+
+def _finite(value):
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+class ProgressBar(TrainerCallback):
+    """A tqdm bar over optimizer steps, showing the mean reward, the loss and the step time."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.last_reward: float | None = None
+        self._step_start = 0.0
+        self._step_seconds: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", dynamic_ncols=True)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._step_start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._step_seconds = time.perf_counter() - self._step_start
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "reward" in logs:
+            self.last_reward = float(logs["reward"])
+        if self.bar is not None and "loss" in logs:
+            postfix = {"reward": logs.get("reward"), "loss": logs.get("loss"), "s/step": self._step_seconds}
+            self.bar.set_postfix({k: f"{v:.3g}" for k, v in postfix.items() if isinstance(v, (int, float))})
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

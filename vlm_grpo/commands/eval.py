@@ -1,0 +1,69 @@
+"""Evaluate a model on packed datasets: `vlm-grpo eval --model DIR --data DIR [DIR ...] --output DIR`.
+
+Writes metrics.json, predictions.jsonl and report.html (per dataset; with several
+datasets also benchmarks.md/.json, one table across them). Uses the training
+prompt templates and the reward code's judgement. Multi-process:
+`torchrun --nproc_per_node N -m vlm_grpo.cli eval ...` (CPU) or
+`accelerate launch --num_processes N -m vlm_grpo.cli eval ...` (GPUs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="checkpoint folder, hub id, or a `vlm-grpo tiny` output")
+    parser.add_argument("--data", required=True, nargs="+", help="packed dataset dir(s) made by `vlm-grpo prep`")
+    parser.add_argument("--output", required=True, help="folder for metrics.json, predictions.jsonl, report.html")
+    parser.add_argument("--task", help="evaluate only records of this task")
+    parser.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch (default: %(default)s)")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="completion length cap (default: %(default)s)")
+    parser.add_argument("--max-samples", type=int, help="evaluate at most N records per dataset")
+    parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    parser.add_argument("--temperature", type=float, default=1.0, help="with --sample (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="with --sample (default: %(default)s)")
+    parser.add_argument("--min-pixels", type=int, help="processor min_pixels (default: the checkpoint's)")
+    parser.add_argument("--max-pixels", type=int, help="processor max_pixels (default: the checkpoint's)")
+    parser.add_argument("--box-frame", choices=["model_pixels", "norm1000", "original_pixels"],
+                        help="frame the model answers boxes in (default: from the model family)")
+    parser.add_argument("--task-templates", help="JSON mapping task -> prompt template (as in training)")
+    parser.add_argument("--resume", action="store_true", help="keep finished samples of an interrupted run in --output")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vlm_grpo.eval_run import EvalJob, run_eval
+    from vlm_grpo.evaluate import EvalSettings
+
+    if args.batch_size < 1 or args.max_new_tokens < 1:
+        raise ValueError("--batch-size and --max-new-tokens must be at least 1")
+    job = EvalJob(
+        model=args.model,
+        data=list(args.data),
+        output=Path(args.output),
+        task=args.task,
+        max_samples=args.max_samples,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
+        box_frame=args.box_frame,
+        task_templates=json.loads(args.task_templates) if args.task_templates else None,
+        resume=args.resume,
+        settings=EvalSettings(
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            do_sample=args.sample,
+            temperature=args.temperature,
+            seed=args.seed,
+        ),
+    )
+    results = run_eval(job)
+    for name, result in results.items():
+        m = result["metrics"]
+        print(f"{name}: {m['metric']} {m['value']:.4f}, accuracy {100 * m['accuracy']:.1f}% over {m['count']} samples, "
+              f"format {100 * m['format_rate']:.1f}%")
+    if results:
+        print(f"results written to {args.output}")
+    return 0

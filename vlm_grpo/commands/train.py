@@ -1,0 +1,38 @@
+"""GRPO training: `vlm-grpo train --config scripts/configs/rec.yaml [--key value ...]`.
+
+Keys are the fields of TRL's GRPOConfig and ModelConfig plus this project's
+(train_data, train_data_weights, eval_data, reward_funcs, task_templates,
+min_pixels, max_pixels, freeze_vision, max_prompt_tokens, box_frame, ...).
+Any key of the YAML file can be overridden on the command line. Multi-GPU:
+`accelerate launch --config_file scripts/configs/accelerate/ddp.yaml -m vlm_grpo.cli train ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+PASSTHROUGH = True
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from vlm_grpo.config import project_keys_help
+
+    parser.add_argument("--config", help="YAML file of training keys; --key value pairs after it override it")
+    parser.epilog = project_keys_help()
+
+
+def argv_of(args: argparse.Namespace) -> list[str]:
+    return (["--config", args.config] if args.config else []) + list(args.extra)
+
+
+def run(args: argparse.Namespace) -> int:
+    from trl import GRPOConfig
+
+    from vlm_grpo.config import GRPO_DEFAULTS, parse
+    from vlm_grpo.train import build_grpo_trainer, run_training
+
+    grpo_args, model_args, data_args, vision_args, reward_args = parse(GRPOConfig, GRPO_DEFAULTS, argv_of(args))
+    trainer, _ = build_grpo_trainer(grpo_args, model_args, data_args, vision_args, reward_args)
+    run_training(trainer, grpo_args.resume_from_checkpoint)
+    return 0

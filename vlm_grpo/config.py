@@ -1,0 +1,150 @@
+"""Configuration: TRL's ``GRPOConfig``/``SFTConfig`` and ``ModelConfig`` plus this project's keys.
+
+One YAML file sets any field of any of these dataclasses; any key can be
+overridden on the command line as ``--key value`` (TRL's ``TrlParser``).
+Unknown keys are an error that names them, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Literal
+
+BoxFrame = Literal["model_pixels", "norm1000", "original_pixels"]
+
+
+@dataclasses.dataclass
+class DataArguments:
+    """Which packed datasets to train and evaluate on, and how to turn them into prompts."""
+
+    train_data: list[str] | None = dataclasses.field(
+        default=None, metadata={"help": "Packed dataset dirs to train on (made by `vlm-grpo prep`)."}
+    )
+    train_data_weights: list[float] | None = dataclasses.field(
+        default=None, metadata={"help": "Mixing ratio per train_data dir (default: by size)."}
+    )
+    eval_data: list[str] | None = dataclasses.field(
+        default=None, metadata={"help": "Packed dataset dirs evaluated every eval_steps during training."}
+    )
+    task_templates: dict | str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Prompt template per task, e.g. {rec: '{question} ...'} (JSON on the command line)."},
+    )
+    max_prompt_tokens: int | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Drop (and count) records whose prompt, image tokens included, is longer. Never truncates."},
+    )
+    eval_max_samples: int | None = dataclasses.field(
+        default=None, metadata={"help": "Evaluate at most this many records per eval_data dir during training."}
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.task_templates, str):
+            try:
+                self.task_templates = json.loads(self.task_templates)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"task_templates must be a mapping task -> template (JSON on the command line): {err}")
+        if self.train_data_weights is not None and self.train_data is not None:
+            if len(self.train_data_weights) != len(self.train_data):
+                raise ValueError(
+                    f"train_data_weights has {len(self.train_data_weights)} values for {len(self.train_data)} "
+                    "train_data dirs; give one weight per dir"
+                )
+
+
+@dataclasses.dataclass
+class VisionArguments:
+    """How images are resized, which vision parts train, and which box frame the model answers in."""
+
+    min_pixels: int | None = dataclasses.field(
+        default=None, metadata={"help": "Processor resize lower bound in pixels (default: the checkpoint's)."}
+    )
+    max_pixels: int | None = dataclasses.field(
+        default=None, metadata={"help": "Processor resize upper bound in pixels (default: the checkpoint's)."}
+    )
+    freeze_vision: bool = dataclasses.field(
+        default=False, metadata={"help": "Keep the vision tower frozen (with its merger unless freeze_vision_merger=false)."}
+    )
+    freeze_vision_merger: bool = dataclasses.field(
+        default=True,
+        metadata={"help": "With freeze_vision: also freeze the merger (the projector into the language model)."},
+    )
+    box_frame: BoxFrame | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Frame of predicted boxes: model_pixels (Qwen2.5-VL), norm1000 (Qwen2-VL), original_pixels."},
+    )
+    group_image_cache: bool = dataclasses.field(
+        default=True, metadata={"help": "Encode each distinct image once per batch (exact; off for debugging)."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels={self.min_pixels} is larger than max_pixels={self.max_pixels}")
+
+
+@dataclasses.dataclass
+class RewardArguments:
+    """Which rewards score the completions, and how rollouts are logged."""
+
+    reward_funcs: list[str] = dataclasses.field(
+        default_factory=lambda: ["format", "accuracy"],
+        metadata={
+            "help": "Reward names (see `rewards.names()`), `package.module:function` or `file.py:function`. "
+            "Weights: reward_weights."
+        },
+    )
+    rollout_log_steps: int = dataclasses.field(
+        default=10, metadata={"help": "Write every completion and its rewards to rollouts.jsonl every N steps (0: off)."}
+    )
+
+
+# Published recipe defaults (VLM-R1 / R1-V) where TRL's differ. A YAML file or the command line overrides them.
+GRPO_DEFAULTS: dict = {
+    "num_generations": 8,
+    "beta": 0.04,
+    "epsilon": 0.2,
+    "learning_rate": 1e-6,
+    "temperature": 0.9,
+    "max_completion_length": 256,
+    "per_device_train_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "logging_steps": 1,
+    "save_steps": 100,
+    "save_total_limit": 3,
+    "report_to": ["tensorboard"],
+    "activation_checkpointing": True,  # TRL's default, under its non-deprecated name
+}
+
+SFT_DEFAULTS: dict = {
+    "learning_rate": 1e-5,
+    "remove_unused_columns": False,  # rows are built on access; the stored table has no model inputs
+    "max_length": None,  # never truncate: a cut prompt loses image tokens and crashes Qwen2.5-VL
+    "per_device_train_batch_size": 8,
+    "logging_steps": 1,
+    "save_steps": 100,
+    "save_total_limit": 2,
+    "report_to": ["tensorboard"],
+    "activation_checkpointing": True,  # TRL's default, under its non-deprecated name
+}
+
+
+def parse(config_cls, defaults: dict, argv: list[str] | None):
+    """Parse ``--config FILE`` plus overrides into (config, model, data, vision, reward) dataclasses."""
+    from trl import ModelConfig, TrlParser
+
+    import torch
+
+    parser = TrlParser((config_cls, ModelConfig, DataArguments, VisionArguments, RewardArguments))
+    # Mixed precision only where it pays: TRL turns bf16 on by default, which on CPU is slow autocast.
+    parser.set_defaults_with_config(**{"bf16": torch.cuda.is_available(), **defaults})
+    return parser.parse_args_and_config(args=argv)
+
+
+def project_keys_help() -> str:
+    """The project's own keys with their help, for `vlm-grpo train --help`."""
+    lines = ["project keys (TRL's GRPOConfig/SFTConfig and ModelConfig keys are accepted too):"]
+    for cls in (DataArguments, VisionArguments, RewardArguments):
+        for f in dataclasses.fields(cls):
+            lines.append(f"  --{f.name:<22} {f.metadata.get('help', '')}")
+    return "\n".join(lines)

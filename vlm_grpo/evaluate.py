@@ -1,0 +1,193 @@
+"""Evaluation: batched generation over packed datasets, judged by the reward code itself.
+
+Correctness comes from ``rewards.judge`` (the function the rewards are built on),
+so training and evaluation can never disagree on what "correct" means. Prompts
+come from the same templates as training. Batches are sorted by prompt length so
+they are not mostly padding; a batch that fails to generate is retried one sample
+at a time, and a sample that still fails is recorded with its error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
+
+import rewards
+from vlm_grpo.data import RowSet
+from vlm_grpo.generation import generate
+from vlm_grpo.metrics import compute_metrics
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class EvalSettings:
+    """How completions are generated for evaluation (greedy by default)."""
+
+    batch_size: int = 8
+    max_new_tokens: int = 256
+    do_sample: bool = False
+    temperature: float = 1.0
+    seed: int = 0
+
+
+def length_order(rows: RowSet, indices: Iterable[int]) -> list[int]:
+    """Indices sorted by prompt length (image tokens, then text), so batches hold similar lengths."""
+
+    def key(i: int) -> tuple[int, int]:
+        image_tokens = sum(w * h for w, h in rows.model_image_sizes[i])
+        return (image_tokens, len(rows.prompts[i]))
+
+    return sorted(indices, key=key)
+
+
+def judge_row(row: dict, completion: str, index: int, error: str | None = None) -> dict:
+    """One prediction line: the completion, its parsed answer and score, judged by the reward code."""
+    columns = {k: [v] for k, v in row.items() if k not in ("prompt",)}
+    verdict = rewards.judge(row["task"], completion, **{k: v[0] for k, v in columns.items()})
+    format_ok = rewards.get("format")([completion], **columns)[0] == 1.0
+    return {
+        "index": index,
+        "id": row["id"],
+        "task": row["task"],
+        "source": row["source"],
+        "prompt": row["prompt"][0]["content"][-1]["text"],
+        "completion": completion,
+        "solution": row["solution"],
+        "parsed": verdict.parsed,
+        "parse_ok": verdict.parse_ok and error is None,
+        "score": verdict.score if error is None else 0.0,
+        "correct": verdict.correct and error is None,
+        "format_ok": format_ok and error is None,
+        "error": error,
+    }
+
+
+def _generate_batch(model, processor, batch: list[dict], settings: EvalSettings) -> list[str]:
+    out = generate(
+        model,
+        processor,
+        [row["prompt"] for row in batch],
+        [row["images"] for row in batch],
+        max_new_tokens=settings.max_new_tokens,
+        do_sample=settings.do_sample,
+        temperature=settings.temperature,
+        seed=settings.seed if settings.do_sample else None,
+    )
+    return out.texts
+
+
+def evaluate_rows(
+    model,
+    processor,
+    rows: RowSet,
+    indices: list[int],
+    settings: EvalSettings,
+    *,
+    on_prediction: Callable[[dict], None] | None = None,
+    desc: str = "eval",
+    progress: bool = True,
+) -> list[dict]:
+    """Predictions for ``rows[indices]`` in length order; ``on_prediction`` sees each as it is made."""
+    order = length_order(rows, indices)
+    predictions: list[dict] = []
+    correct = 0
+    bar = tqdm(total=len(order), desc=desc, disable=not progress, dynamic_ncols=True)
+    for start in range(0, len(order), settings.batch_size):
+        chunk = order[start : start + settings.batch_size]
+        made = _predict_chunk(model, processor, rows, chunk, settings)
+        for prediction in made:
+            correct += bool(prediction["correct"])
+            if on_prediction is not None:
+                on_prediction(prediction)
+        predictions += made
+        bar.update(len(chunk))
+        bar.set_postfix(acc=f"{correct / len(predictions):.3f}")
+    bar.close()
+    return predictions
+
+
+def _predict_chunk(model, processor, rows: RowSet, chunk: list[int], settings: EvalSettings) -> list[dict]:
+    batch, made = [], []
+    for i in chunk:
+        try:
+            batch.append((i, rows.row(i)))
+        except Exception as err:  # an unreadable image: recorded, the run goes on
+            row = rows.row(i, with_images=False)
+            made.append(judge_row(row, "", i, error=f"{type(err).__name__}: {err}"))
+    try:
+        texts = _generate_batch(model, processor, [row for _, row in batch], settings)
+    except Exception as err:  # retry one by one so one bad sample does not sink the batch
+        logger.warning("batch generation failed (%s); retrying its %d samples one at a time", err, len(batch))
+        texts = []
+        for i, row in batch:
+            try:
+                texts.append(_generate_batch(model, processor, [row], settings)[0])
+            except Exception as single:
+                texts.append(None)
+                made.append(judge_row(row, "", i, error=f"{type(single).__name__}: {single}"))
+    made += [judge_row(row, text, i) for (i, row), text in zip(batch, texts) if text is not None]
+    return sorted(made, key=lambda p: p["index"])
+
+
+def read_predictions(path: Path) -> list[dict]:
+    """Predictions from a JSONL file; a torn last line (an interrupted write) is ignored."""
+    out = []
+    if not path.exists():
+        return out
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return out
+
+
+class EvalCallback(TrainerCallback):
+    """Evaluates ``eval_data`` every ``eval_steps`` during training and logs the same metrics as `vlm-grpo eval`.
+
+    Each process evaluates its share of the records; the metrics are computed on all of them.
+    """
+
+    def __init__(self, eval_rows: list[RowSet], processor, max_samples: int | None = None, settings=None) -> None:
+        self.eval_rows = eval_rows
+        self.processor = processor
+        self.max_samples = max_samples
+        self.settings = settings or EvalSettings(batch_size=8, max_new_tokens=128)
+        self.trainer = None  # set by the training code after the trainer exists
+        self.history: list[dict] = []
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        steps = args.eval_steps or args.logging_steps
+        if self.trainer is None or not steps or state.global_step % int(steps):
+            return
+        self.trainer.log(self.evaluate(model))
+
+    def evaluate(self, model) -> dict:
+        from accelerate.utils import gather_object
+
+        accelerator = self.trainer.accelerator
+        unwrapped = accelerator.unwrap_model(model)
+        was_training = unwrapped.training
+        unwrapped.eval()
+        logs = {}
+        for rows in self.eval_rows:
+            count = len(rows) if self.max_samples is None else min(len(rows), self.max_samples)
+            mine = list(range(count))[accelerator.process_index :: accelerator.num_processes]
+            preds = evaluate_rows(unwrapped, self.processor, rows, mine, self.settings, progress=False)
+            metrics = compute_metrics(sorted(gather_object(preds), key=lambda p: p["index"]))
+            name = rows.datasets[0].path.name
+            for key in ("accuracy", "format_rate", "parse_failure_rate"):
+                logs[f"eval_{name}/{key}"] = metrics[key]
+            if metrics["metric"] == "mean_iou":
+                logs[f"eval_{name}/mean_iou"] = metrics["value"]
+            self.history.append({"step": self.trainer.state.global_step, "data": name, "metrics": metrics})
+        if was_training:
+            unwrapped.train()
+        return logs

@@ -1,0 +1,99 @@
+"""Evaluation metrics from per-sample predictions: pure functions over plain dicts.
+
+A prediction (one line of ``predictions.jsonl``) has at least ``task``, ``correct``
+(bool), ``score`` (IoU for REC, 0/1 otherwise), ``parse_ok``, ``format_ok`` and
+``source``; a failed generation has ``error`` set and counts as wrong, unparsed and
+badly formatted. Accuracies come with a 95% Wilson score interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (well-behaved at 0%, 100% and small n).
+
+    >>> [round(x, 3) for x in wilson_interval(8, 10)]
+    [0.49, 0.943]
+    """
+    if n == 0:
+        return (0.0, 0.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def summarize(predictions: Sequence[dict]) -> dict:
+    """Metrics of one group of predictions (one task, or one task and source)."""
+    n = len(predictions)
+    correct = sum(bool(p["correct"]) for p in predictions)
+    low, high = wilson_interval(correct, n)
+    out = {
+        "count": n,
+        "correct": correct,
+        "accuracy": correct / n if n else 0.0,
+        "accuracy_ci95": [low, high],
+        "format_rate": sum(bool(p["format_ok"]) for p in predictions) / n if n else 0.0,
+        "parse_failure_rate": sum(not p["parse_ok"] for p in predictions) / n if n else 0.0,
+        "errors": sum(1 for p in predictions if p.get("error")),
+    }
+    if predictions and predictions[0]["task"] == "rec":
+        out["acc@0.5"] = out["accuracy"]
+        out["mean_iou"] = sum(float(p["score"] or 0.0) for p in predictions) / n
+    return out
+
+
+def _group(predictions: Iterable[dict], key) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for p in predictions:
+        groups[key(p)].append(p)
+    return dict(sorted(groups.items()))
+
+
+def compute_metrics(predictions: Sequence[dict]) -> dict:
+    """Per-task metrics, each with a per-source breakdown when the task mixes sources.
+
+    The top-level ``metric``/``value`` pair is the headline number: ``mean_iou`` when every
+    prediction is REC, else ``accuracy`` over all predictions.
+    """
+    by_task = {}
+    for task, preds in _group(predictions, lambda p: p["task"]).items():
+        entry = summarize(preds)
+        sources = _group(preds, lambda p: str(p.get("source") or ""))
+        if len(sources) > 1:
+            entry["by_source"] = {source: summarize(group) for source, group in sources.items()}
+        by_task[task] = entry
+    overall = summarize(predictions) if predictions else summarize([])
+    only_rec = bool(by_task) and set(by_task) == {"rec"}
+    headline = "mean_iou" if only_rec else "accuracy"
+    return {
+        "metric": headline,
+        "value": by_task["rec"]["mean_iou"] if only_rec else overall["accuracy"],
+        "count": overall["count"],
+        "accuracy": overall["accuracy"],
+        "accuracy_ci95": overall["accuracy_ci95"],
+        "format_rate": overall["format_rate"],
+        "parse_failure_rate": overall["parse_failure_rate"],
+        "errors": overall["errors"],
+        "by_task": by_task,
+    }
+
+
+def benchmark_table(results: dict[str, dict]) -> str:
+    """A markdown table across benchmarks: one row per dataset, its headline and accuracy figures."""
+    lines = [
+        "| benchmark | n | metric | value | accuracy | 95% CI | format |",
+        "|---|---:|---|---:|---:|---|---:|",
+    ]
+    for name, m in results.items():
+        low, high = m["accuracy_ci95"]
+        lines.append(
+            f"| {name} | {m['count']} | {m['metric']} | {m['value']:.4f} | {100 * m['accuracy']:.1f}% "
+            f"| {100 * low:.1f}–{100 * high:.1f}% | {100 * m['format_rate']:.1f}% |"
+        )
+    return "\n".join(lines) + "\n"

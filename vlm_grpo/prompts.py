@@ -1,0 +1,66 @@
+"""Prompt templates, one per task, shared by training, SFT and evaluation.
+
+A template is a ``str.format`` string with ``{question}``; the REC template also
+takes ``{frame}``, the sentence that says which coordinate frame the box is in
+(it depends on the model family, see DESIGN.md "Box coordinate frames").
+Users override templates per task with the ``task_templates`` config key.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+
+REASONING = (
+    "First output the thinking process in <think> </think> tags and then output the final answer "
+    "in <answer> </answer> tags."
+)
+
+TEMPLATES: dict[str, str] = {
+    "rec": "{question}\n" + REASONING + " The answer is the bounding box of that region as JSON "
+    "[x1, y1, x2, y2], {frame}.",
+    "math": "{question}\n" + REASONING + " Put only the final value or expression in the answer.",
+    "count": "{question}\n" + REASONING + " The answer is a single integer.",
+    "mcq": "{question}\n" + REASONING + " The answer is the letter of the correct option.",
+    "open": "{question}\n" + REASONING + " The answer is a short phrase.",
+}
+
+FRAME_SENTENCES: dict[str, str] = {
+    "model_pixels": "in pixels of the image as you see it",
+    "norm1000": "with coordinates scaled to 0-1000 relative to the image width and height",
+    "original_pixels": "in pixels of the original image",
+}
+
+FIELDS = {"question", "frame"}
+
+
+def check_template(task: str, template: str) -> None:
+    """Reject a template that lacks ``{question}`` or uses unknown fields, naming the task."""
+    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    if "question" not in fields:
+        raise ValueError(f"task_templates[{task!r}] must contain {{question}}; got {template!r}")
+    unknown = fields - FIELDS
+    if unknown:
+        raise ValueError(
+            f"task_templates[{task!r}] uses unknown field(s) {sorted(unknown)}; "
+            f"the fields a template can use are {sorted(FIELDS)}"
+        )
+
+
+def merged_templates(overrides: Mapping[str, str] | None) -> dict[str, str]:
+    """The built-in templates with the user's overrides applied (and checked)."""
+    templates = dict(TEMPLATES)
+    for task, template in (overrides or {}).items():
+        check_template(task, template)
+        templates[task] = template
+    return templates
+
+
+def render_prompt(task: str, question: str, box_frame: str, templates: Mapping[str, str] = TEMPLATES) -> str:
+    """The user-turn text for one record."""
+    if task not in templates:
+        raise ValueError(
+            f"no prompt template for task {task!r}; known tasks: {sorted(templates)}. "
+            "Add one under task_templates in the config."
+        )
+    return templates[task].format(question=question.strip(), frame=FRAME_SENTENCES[box_frame])

@@ -1,0 +1,132 @@
+"""A self-contained HTML report: metrics on top, then a gallery of samples, failures first.
+
+Images are embedded as base64 PNG thumbnails with the ground-truth box drawn in
+green and the predicted box in red (both in original pixels, scaled with the
+thumbnail). Buttons filter the gallery to correct or incorrect samples.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from vlm_grpo.data import RowSet
+from vlm_grpo.files import atomic_write_text
+
+GT_COLOUR = (0, 200, 0)
+PRED_COLOUR = (230, 0, 0)
+THUMB = 320  # longest side of an embedded image, px
+MAX_SAMPLES = 500  # gallery size cap; metrics always cover every sample
+
+
+def draw_boxes(image: Image.Image, truth=None, predicted=None, size: int = THUMB) -> Image.Image:
+    """A thumbnail of ``image`` with the boxes (original-pixel coordinates) drawn on it."""
+    scale = size / max(image.size)  # small synthetic images are enlarged too, so boxes stay visible
+    thumb = image.convert("RGB").resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+    draw = ImageDraw.Draw(thumb)
+    for box, colour in ((truth, GT_COLOUR), (predicted, PRED_COLOUR)):
+        if _is_box(box) and box[2] > box[0] and box[3] > box[1]:
+            draw.rectangle([v * scale for v in box], outline=colour, width=2)
+    return thumb
+
+
+def _is_box(value) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 4 and all(isinstance(v, (int, float)) for v in value)
+
+
+def _data_uri(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _card(prediction: dict, rows: RowSet) -> str:
+    ok = bool(prediction["correct"])
+    image_html = ""
+    try:
+        record = rows.record(prediction["index"])
+        if record.images:
+            truth = prediction["solution"] if prediction["task"] == "rec" else None
+            predicted = prediction["parsed"] if prediction["task"] == "rec" else None
+            thumb = draw_boxes(rows.datasets[rows.refs[prediction["index"]][0]].open_image(record, 0), truth, predicted)
+            image_html = f'<img src="{_data_uri(thumb)}" alt="{html.escape(str(prediction["id"]))}">'
+    except Exception as err:  # the report never fails on one unreadable image
+        image_html = f"<p class=err>image unavailable: {html.escape(str(err))}</p>"
+    score = prediction["score"]
+    score_text = f"{score:.3f}" if isinstance(score, (int, float)) else "–"
+    fields = [
+        ("id", prediction["id"]),
+        ("task", prediction["task"]),
+        ("score", score_text),
+        ("solution", json.dumps(prediction["solution"])),
+        ("parsed", json.dumps(prediction["parsed"])),
+    ]
+    if prediction.get("error"):
+        fields.append(("error", prediction["error"]))
+    meta = "".join(f"<dt>{k}</dt><dd>{html.escape(str(v))}</dd>" for k, v in fields)
+    return (
+        f'<div class="card {"ok" if ok else "bad"}">{image_html}<dl>{meta}</dl>'
+        f"<details><summary>prompt and completion</summary><pre>{html.escape(prediction['prompt'])}</pre>"
+        f"<pre>{html.escape(prediction['completion'])}</pre></details></div>"
+    )
+
+
+def _metrics_table(metrics: dict) -> str:
+    rows = []
+    for task, m in metrics["by_task"].items():
+        low, high = m["accuracy_ci95"]
+        extra = f", mean IoU {m['mean_iou']:.3f}" if "mean_iou" in m else ""
+        rows.append(
+            f"<tr><td>{html.escape(task)}</td><td>{m['count']}</td><td>{100 * m['accuracy']:.1f}% "
+            f"({100 * low:.1f}–{100 * high:.1f}%){extra}</td><td>{100 * m['format_rate']:.1f}%</td>"
+            f"<td>{100 * m['parse_failure_rate']:.1f}%</td><td>{m['errors']}</td></tr>"
+        )
+    return (
+        "<table><tr><th>task</th><th>n</th><th>accuracy (95% CI)</th><th>format</th><th>parse failures</th>"
+        "<th>errors</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
+STYLE = """
+body{font-family:sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
+.gallery{display:flex;flex-wrap:wrap;gap:12px}.card{border:2px solid #ccc;padding:8px;width:340px}
+.card.ok{border-color:#3a3}.card.bad{border-color:#c33}.card img{max-width:320px;display:block}
+dt{font-weight:bold;float:left;clear:left;margin-right:.5em}dd{margin:0}pre{white-space:pre-wrap;font-size:12px}
+.legend span{padding:0 6px;margin-right:8px}.err{color:#c33}
+"""
+
+SCRIPT = """
+function show(kind){document.querySelectorAll('.card').forEach(c=>{
+ c.style.display=(kind==='all'||c.classList.contains(kind))?'':'none';});}
+"""
+
+
+def render_report(result: dict, predictions: list[dict], rows: RowSet) -> str:
+    """The report page as a string."""
+    metrics = result["metrics"]
+    ordered = sorted(predictions, key=lambda p: (bool(p["correct"]), p["index"]))[:MAX_SAMPLES]
+    cards = "".join(_card(p, rows) for p in ordered)
+    shown = f"showing {len(ordered)} of {len(predictions)} samples" if len(ordered) < len(predictions) else ""
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>vlm-grpo eval</title>"
+        f"<style>{STYLE}</style><script>{SCRIPT}</script></head><body>"
+        f"<h1>Evaluation</h1><p>model <code>{html.escape(result['model'])}</code><br>"
+        f"data <code>{html.escape(result['data'])}</code></p>"
+        f"<p><b>{html.escape(metrics['metric'])}: {metrics['value']:.4f}</b> over {metrics['count']} samples</p>"
+        f"{_metrics_table(metrics)}"
+        f"<p class=legend><span style='border:2px solid rgb{GT_COLOUR}'>ground truth</span>"
+        f"<span style='border:2px solid rgb{PRED_COLOUR}'>prediction</span> {shown}</p>"
+        f"<p><button onclick=\"show('all')\">all</button> <button onclick=\"show('bad')\">incorrect</button> "
+        f"<button onclick=\"show('ok')\">correct</button></p>"
+        f"<div class=gallery>{cards}</div></body></html>"
+    )
+
+
+def write_report(path: Path, result: dict, predictions: list[dict], rows: RowSet) -> None:
+    atomic_write_text(path, render_report(result, predictions, rows))

@@ -1,0 +1,73 @@
+"""Cold-start supervised fine-tuning (TRL's ``SFTTrainer``) that teaches the answer format before RL.
+
+Each packed record becomes a prompt (the same template GRPO uses) and a target
+``<think>…</think><answer>…</answer>``. The thinking text is the record's
+``meta.thinking`` when the dataset has one, else a short sentence restating the
+question; REC answers are the solution box converted into the model family's
+frame (what the rewards convert back from), rounded to integers.
+"""
+
+from __future__ import annotations
+
+import json
+
+from rewards.boxes import from_original_pixels
+from vlm_grpo.data import RowSet
+
+
+def answer_text(row: dict) -> str:
+    """The solution written the way the model is asked to answer."""
+    solution = row["solution"]
+    if row["task"] == "rec":
+        box = from_original_pixels(solution, row["box_frame"], row["image_sizes"][0], row["model_image_sizes"][0])
+        return json.dumps([round(v) for v in box])
+    return solution if isinstance(solution, str) else json.dumps(solution)
+
+
+def thinking_text(row: dict, meta: dict) -> str:
+    if meta.get("thinking"):
+        return str(meta["thinking"])
+    question = row["prompt"][0]["content"][-1]["text"].split("\n", 1)[0].strip()
+    return f"The question is: {question} I look at the image to answer it."
+
+
+def target_text(row: dict, meta: dict) -> str:
+    return f"<think>{thinking_text(row, meta)}</think><answer>{answer_text(row)}</answer>"
+
+
+def sft_dataset(rows: RowSet):
+    """A ``datasets.Dataset`` of prompt/completion rows with images, decoded on access."""
+    from datasets import Dataset
+
+    table = Dataset.from_dict({"row": list(range(len(rows)))})
+
+    def materialise(batch: dict) -> dict:
+        out: dict[str, list] = {"prompt": [], "completion": [], "images": []}
+        for i in batch["row"]:
+            row = rows.row(i)
+            out["prompt"].append(row["prompt"])
+            out["images"].append(row["images"])
+            out["completion"].append([{"role": "assistant", "content": target_text(row, rows.record(i).meta)}])
+        return out
+
+    return table.with_transform(materialise)
+
+
+def build_sft_trainer(args, model_args, data_args, vision_args):
+    """A ready ``SFTTrainer`` on the packed train_data (checked before the model is loaded)."""
+    from trl import SFTTrainer
+
+    from vlm_grpo.modeling import lora_config
+    from vlm_grpo.train import _use_compact_progress, load_policy, prepare
+
+    prepared = prepare(args, model_args, data_args, vision_args)
+    model = load_policy(model_args, vision_args)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=sft_dataset(prepared.rows),
+        processing_class=prepared.processor,
+        peft_config=lora_config(model_args),
+    )
+    _use_compact_progress(trainer)
+    return trainer, prepared

@@ -1,0 +1,170 @@
+"""GRPO training on TRL's ``GRPOTrainer``, through its public API.
+
+What this module adds around the trainer: packed datasets as rows with images
+and reward columns, rewards resolved by name and guarded (a reward that raises
+stops the run naming the reward and the sample), the box frame of the model
+family, vision freezing, LoRA on the language model, a rollout log, and a final
+model folder that ``vlm-grpo eval`` and plain transformers load. Everything that
+can be checked without the model is checked before the model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import rewards
+from vlm_grpo.callbacks import ProgressBar, RolloutRecorder
+from vlm_grpo.config import DataArguments, RewardArguments, VisionArguments
+from vlm_grpo.data import RowSet, build_rows
+from vlm_grpo.modeling import family_of, freeze_vision, load_config, load_model, load_processor, lora_config
+from vlm_grpo.prompts import merged_templates
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Prepared:
+    """Everything a trainer needs, built and checked before the model is loaded."""
+
+    processor: object
+    rows: RowSet
+    eval_rows: list[RowSet]
+    box_frame: str
+    templates: dict[str, str]
+
+
+def prepare(args, model_args, data_args: DataArguments, vision_args: VisionArguments) -> Prepared:
+    """Resolve the checkpoint, processor, templates and datasets (no model weights are read)."""
+    if not model_args.model_name_or_path:
+        raise ValueError("model_name_or_path is not set: give a hub id, a checkpoint folder or a `vlm-grpo tiny` output")
+    config = load_config(model_args.model_name_or_path, revision=model_args.model_revision)
+    box_frame = vision_args.box_frame or family_of(config).box_frame
+    templates = merged_templates(data_args.task_templates)
+    processor = load_processor(
+        model_args.model_name_or_path,
+        min_pixels=vision_args.min_pixels,
+        max_pixels=vision_args.max_pixels,
+        revision=model_args.model_revision,
+    )
+    common = {"box_frame": box_frame, "templates": templates, "max_prompt_tokens": data_args.max_prompt_tokens}
+    rows = build_rows(
+        data_args.train_data or [], processor, weights=data_args.train_data_weights, seed=args.seed, **common
+    )
+    eval_rows = [build_rows([d], processor, seed=args.seed, **common) for d in data_args.eval_data or []]
+    return Prepared(processor, rows, eval_rows, box_frame, templates)
+
+
+def resolve_rewards(reward_args: RewardArguments, reward_weights: list[float] | None) -> list:
+    """Reward callables from names/specs, each guarded, in config order."""
+    if not reward_args.reward_funcs:
+        raise ValueError("reward_funcs is empty; name at least one reward, e.g. [format, accuracy]")
+    funcs = [rewards.guard(rewards.load(spec)) for spec in reward_args.reward_funcs]
+    names = [f.__name__ for f in funcs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"reward_funcs names {duplicates} more than once; each reward is logged under its name")
+    if reward_weights is not None and len(reward_weights) != len(funcs):
+        raise ValueError(f"reward_weights has {len(reward_weights)} values for {len(funcs)} reward_funcs; give one per reward")
+    return funcs
+
+
+def load_policy(model_args, vision_args: VisionArguments):
+    """The policy model, with the vision tower frozen when asked."""
+    model = load_model(
+        model_args.model_name_or_path,
+        dtype=model_args.dtype,
+        attn_implementation=model_args.attn_implementation,
+        revision=model_args.model_revision,
+    )
+    if vision_args.freeze_vision:
+        frozen = freeze_vision(model, merger=vision_args.freeze_vision_merger)
+        logger.info("froze %.2fM vision parameters", frozen / 1e6)
+    return model
+
+
+def build_grpo_trainer(args, model_args, data_args, vision_args, reward_args):
+    """A ready ``GRPOTrainer`` and the prepared data (checked first, then the model is loaded)."""
+    from trl import GRPOTrainer
+
+    reward_funcs = resolve_rewards(reward_args, args.reward_weights)
+    prepared = prepare(args, model_args, data_args, vision_args)
+    recorder = RolloutRecorder(args.output_dir, reward_args.rollout_log_steps, rank=args.process_index)
+    reward_funcs = [recorder.wrap(f, first=i == 0) for i, f in enumerate(reward_funcs)]
+    model = load_policy(model_args, vision_args)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=args,
+        train_dataset=prepared.rows.to_hf(),
+        processing_class=prepared.processor,
+        peft_config=lora_config(model_args),
+        callbacks=[recorder],
+    )
+    _use_compact_progress(trainer)
+    _add_eval_callback(trainer, prepared, data_args, reward_args)
+    return trainer, prepared
+
+
+def _use_compact_progress(trainer) -> None:
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(ProgressBar())
+
+
+def _add_eval_callback(trainer, prepared: Prepared, data_args: DataArguments, reward_args: RewardArguments) -> None:
+    if not prepared.eval_rows:
+        return
+    from vlm_grpo.evaluate import EvalCallback
+
+    callback = EvalCallback(prepared.eval_rows, prepared.processor, max_samples=data_args.eval_max_samples)
+    callback.trainer = trainer
+    trainer.add_callback(callback)
+
+
+def resume_arg(value):
+    """``resume_from_checkpoint``: a path, or ``true`` for the latest checkpoint in output_dir."""
+    if isinstance(value, str) and value.lower() in {"true", "latest"}:
+        return True
+    if isinstance(value, str) and value.lower() in {"false", "none", ""}:
+        return None
+    if value and not Path(value).is_dir():
+        raise ValueError(f"resume_from_checkpoint={value!r} is not a folder; give a checkpoint-N folder or `true`")
+    return value
+
+
+def run_training(trainer, resume, kind: str = "GRPO") -> dict:
+    """Train, save the final model and processor, and print a one-line summary. Returns the summary."""
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume_arg(resume))
+    output_dir = Path(trainer.args.output_dir)
+    save_final(trainer, output_dir)
+    progress = next((c for c in trainer.callback_handler.callbacks if isinstance(c, ProgressBar)), None)
+    summary = {
+        "steps": trainer.state.global_step,
+        "seconds": round(time.perf_counter() - start, 1),
+        "final_reward": progress.last_reward if progress else None,
+        "model": str(output_dir),
+    }
+    if trainer.is_world_process_zero():
+        reward = "n/a" if summary["final_reward"] is None else f"{summary['final_reward']:.3f}"
+        print(
+            f"{kind} done: {summary['steps']} steps in {summary['seconds']}s, final mean reward {reward}; "
+            f"model and processor saved to {output_dir}"
+        )
+    return summary
+
+
+def save_final(trainer, output_dir: Path) -> None:
+    """Save a plain (LoRA-merged) model and the processor, loadable by `vlm-grpo eval` and transformers."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    if trainer.is_world_process_zero():
+        model.save_pretrained(output_dir)
+        trainer.processing_class.save_pretrained(output_dir)
+    trainer.accelerator.wait_for_everyone()
