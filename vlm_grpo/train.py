@@ -11,6 +11,7 @@ can be checked without the model is checked before the model is loaded.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ import rewards
 from vlm_grpo.callbacks import ProgressBar, RolloutRecorder
 from vlm_grpo.config import DataArguments, RewardArguments, VisionArguments
 from vlm_grpo.data import RowSet, build_rows
+from vlm_grpo.files import atomic_write_text
 from vlm_grpo.modeling import family_of, freeze_vision, load_config, load_model, load_processor, lora_config
 from vlm_grpo.prompts import merged_templates
 
@@ -143,6 +145,8 @@ def run_training(trainer, resume, kind: str = "GRPO") -> dict:
     trainer.train(resume_from_checkpoint=resume_arg(resume))
     output_dir = Path(trainer.args.output_dir)
     save_final(trainer, output_dir)
+    if trainer.is_world_process_zero():
+        atomic_write_text(output_dir / "training_log.json", json.dumps(trainer.state.log_history, indent=1) + "\n")
     progress = next((c for c in trainer.callback_handler.callbacks if isinstance(c, ProgressBar)), None)
     summary = {
         "steps": trainer.state.global_step,

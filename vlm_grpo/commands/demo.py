@@ -1,46 +1,124 @@
-"""The offline end-to-end demo.
+"""The offline end-to-end demo: synthetic grounding, cold-start SFT, GRPO, before/after evaluation.
 
-Builds the tiny Qwen2.5-VL, draws a synthetic grounding image, and samples a
-group of responses for it through the real processor and chat template.
+Every stage is one of the public commands, run in order with their real options:
+  1. tiny   the starting policy (the offline tiny Qwen2.5-VL)
+  2. prep   synthetic REC data, split by image into train and val
+  3. sft    a cold start that teaches <think>…</think><answer>[x1, y1, x2, y2]</answer>
+  4. eval   the starting policy on val (mean IoU, acc@0.5, format rate)
+  5. train  GRPO with the format and iou rewards
+  6. eval   the trained policy on the same val set
+Then it prints a before/after table and writes summary.json (metric, before, after,
+stage times), the two eval reports (HTML with boxes) and rewards.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import time
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoPlan:
+    """Sizes of one demo run."""
+
+    train_records: int
+    val_records: int
+    sft_steps: int
+    grpo_steps: int
+    num_generations: int
+    eval_samples: int
+
+
+FULL = DemoPlan(train_records=2000, val_records=100, sft_steps=200, grpo_steps=40, num_generations=8, eval_samples=100)
+QUICK = DemoPlan(train_records=200, val_records=24, sft_steps=20, grpo_steps=4, num_generations=4, eval_samples=24)
+
+# One shape per grid cell on a 112x112 image: each 28x28 cell is one merged image token.
+SYNTHETIC = ["--image-size", "112", "--grid", "28", "--num-shapes", "1-3", "--size-range", "16-24"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="demo_output", help="folder for everything the demo writes (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed for data, weights and sampling (default: %(default)s)")
-    parser.add_argument("--num-generations", type=int, default=4, help="group size G (default: %(default)s)")
-    parser.add_argument("--quick", action="store_true", help="a reduced run for tests")
+    parser.add_argument("--quick", action="store_true", help="a reduced run (under 2 minutes), used by the tests")
+
+
+def _run(stage: str, argv: list[str], times: dict[str, float]) -> None:
+    from vlm_grpo.cli import main as cli
+
+    print(f"\n== {stage}: vlm-grpo {' '.join(argv)}", flush=True)
+    start = time.perf_counter()
+    code = cli(argv)
+    times[stage] = round(time.perf_counter() - start, 1)
+    if code != 0:
+        raise RuntimeError(f"demo stage {stage!r} failed (exit code {code}); see the messages above")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from PIL import Image, ImageDraw
-
-    from vlm_grpo.generation import generate, user_message
-    from vlm_grpo.modeling import load_model, load_processor
-    from vlm_grpo.tiny import TinySpec, build_tiny
-
-    output = Path(args.output)
-    start = time.perf_counter()
-    model_dir = output / "tiny"
-    if not (model_dir / "config.json").exists():
-        build_tiny(model_dir, TinySpec(seed=args.seed))
-    model, processor = load_model(str(model_dir)), load_processor(str(model_dir))
-    image = Image.new("RGB", (112, 112), (235, 235, 235))
-    ImageDraw.Draw(image).ellipse((20, 30, 60, 70), fill=(220, 30, 30))
-    question = "Locate the red circle. Output its box as [x1, y1, x2, y2]."
-    group = generate(
-        model, processor, [user_message(question)], [[image]],
-        max_new_tokens=24, do_sample=True, num_return_sequences=args.num_generations, seed=args.seed,
-    )
-    print(f"question: {question}  (image 112x112, {group.prompt_tokens[0]} prompt tokens)")
-    for i, text in enumerate(group.texts):
-        print(f"  completion {i}: {text!r}")
-    print(f"demo finished in {time.perf_counter() - start:.1f}s; model in {model_dir}")
+    plan = QUICK if args.quick else FULL
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    seed = str(args.seed)
+    times: dict[str, float] = {}
+    policy, data, sft, grpo = out / "policy", out / "data", out / "sft", out / "grpo"
+    total = plan.train_records + plan.val_records
+    _run("policy", ["tiny", "--output", str(policy), "--seed", seed, "--overwrite"], times)
+    _run("data", ["prep", "--format", "synthetic", "--task", "rec", "--num", str(total), "--seed", seed,
+                  "--val-fraction", f"{plan.val_records / total:.6f}", "--output", str(data), "--overwrite",
+                  "--quiet", *SYNTHETIC], times)
+    common = ["--use_cpu", "true", "--report_to", "none", "--seed", seed, "--activation_checkpointing", "false",
+              "--save_strategy", "no"]
+    _run("sft", ["sft", "--model_name_or_path", str(policy), "--train_data", str(data / "train"),
+                 "--output_dir", str(sft), "--max_steps", str(plan.sft_steps), "--learning_rate", "2e-3",
+                 "--per_device_train_batch_size", "16", "--lr_scheduler_type", "cosine", *common], times)
+    evaluate = ["--data", str(data / "val"), "--max-samples", str(plan.eval_samples), "--batch-size", "16",
+                "--max-new-tokens", "48"]
+    _run("eval_before", ["eval", "--model", str(sft), "--output", str(out / "eval_before"), *evaluate], times)
+    _run("grpo", ["train", "--model_name_or_path", str(sft), "--train_data", str(data / "train"),
+                  "--output_dir", str(grpo), "--max_steps", str(plan.grpo_steps), "--reward_funcs", "format", "iou",
+                  "--num_generations", str(plan.num_generations), "--per_device_train_batch_size",
+                  str(2 * plan.num_generations), "--max_completion_length", "48", "--learning_rate", "5e-4",
+                  "--temperature", "1.0", "--beta", "0.0", "--logging_steps", "1", "--rollout_log_steps", "10",
+                  *common], times)
+    _run("eval_after", ["eval", "--model", str(grpo), "--output", str(out / "eval_after"), *evaluate], times)
+    before = json.loads((out / "eval_before" / "metrics.json").read_text())
+    after = json.loads((out / "eval_after" / "metrics.json").read_text())
+    plot_rewards(grpo / "training_log.json", out / "rewards.png")
+    summary = {"metric": "mean_iou", "before": before, "after": after, "seconds": times, "seed": args.seed,
+               "quick": args.quick, "plan": dataclasses.asdict(plan)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print_table(before["metrics"], after["metrics"], times)
+    print(f"\nreports: {out / 'eval_before' / 'report.html'}, {out / 'eval_after' / 'report.html'}")
+    print(f"reward curve: {out / 'rewards.png'}; summary: {out / 'summary.json'}")
     return 0
+
+
+def print_table(before: dict, after: dict, times: dict[str, float]) -> None:
+    rec_b, rec_a = before["by_task"]["rec"], after["by_task"]["rec"]
+    print("\n| held-out REC | before GRPO | after GRPO |\n|---|---:|---:|")
+    for label, key in (("mean IoU", "mean_iou"), ("acc@0.5", "acc@0.5"), ("format rate", "format_rate")):
+        print(f"| {label} | {rec_b[key]:.3f} | {rec_a[key]:.3f} |")
+    print(f"\nstage times (s): {json.dumps(times)}; total {sum(times.values()):.0f}s")
+
+
+def plot_rewards(log_path: Path, png: Path) -> None:
+    """Mean reward (and each reward) per GRPO step, from the trainer's log history."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = json.loads(log_path.read_text())
+    steps = [h for h in history if "reward" in h]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    names = sorted({k for h in steps for k in h if k.startswith("rewards/") and k.endswith("/mean")})
+    for key in ["reward", *names]:
+        ax.plot([h["step"] for h in steps], [h.get(key) for h in steps], label=key.removesuffix("/mean"))
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("mean reward")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,121 @@
+"""Forward FLOPs of a Qwen2.5-VL sequence, split into vision tower and language model.
+
+Pure arithmetic on architecture sizes, used to size benchmark models that keep a
+real checkpoint's ratio of vision to language compute. Conventions: a
+multiply-add is 2 FLOPs; matmuls and attention scores/values are counted;
+norms, activations, rotary embeddings and softmax are not.
+
+>>> v = VisionShape(hidden=1280, depth=32, intermediate=3420, out_hidden=2048, window_size=112, full_blocks=4)
+>>> round(vision_flops(v, image_tokens=1000) / 1e12, 2)
+5.49
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class VisionShape:
+    """Sizes of a Qwen2.5-VL vision tower (``vision_config``) that decide its FLOPs."""
+
+    hidden: int
+    depth: int
+    intermediate: int
+    out_hidden: int
+    window_size: int  # pixels; window attention spans (window_size / patch_size)^2 patches
+    full_blocks: int  # blocks with full (whole-image) attention
+    patch_size: int = 14
+    temporal_patch_size: int = 2
+    merge_size: int = 2
+    in_channels: int = 3
+
+    @classmethod
+    def of(cls, config) -> VisionShape:
+        """From a ``vision_config`` object or dict."""
+        get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+        return cls(
+            hidden=get("hidden_size"),
+            depth=get("depth"),
+            intermediate=get("intermediate_size"),
+            out_hidden=get("out_hidden_size"),
+            window_size=get("window_size"),
+            full_blocks=len(get("fullatt_block_indexes") or []),
+            patch_size=get("patch_size", 14),
+            temporal_patch_size=get("temporal_patch_size", 2),
+            merge_size=get("spatial_merge_size", 2),
+            in_channels=get("in_channels", 3) or 3,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TextShape:
+    """Sizes of a Qwen2-style decoder (``text_config``) that decide its FLOPs."""
+
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    vocab: int
+
+    @classmethod
+    def of(cls, config) -> TextShape:
+        """From a ``text_config`` object or dict."""
+        get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+        return cls(
+            hidden=get("hidden_size"),
+            layers=get("num_hidden_layers"),
+            heads=get("num_attention_heads"),
+            kv_heads=get("num_key_value_heads"),
+            intermediate=get("intermediate_size"),
+            vocab=get("vocab_size"),
+        )
+
+
+def vision_flops(shape: VisionShape, image_tokens: int) -> float:
+    """Forward FLOPs of the vision tower (patch embedding, blocks, merger) for one image.
+
+    ``image_tokens`` is the number of merged tokens the language model sees; the
+    tower runs on ``merge_size**2`` times as many patches. Window attention is
+    counted as full windows (edge windows are smaller in reality).
+    """
+    patches = image_tokens * shape.merge_size**2
+    h = shape.hidden
+    patch_dim = shape.in_channels * shape.temporal_patch_size * shape.patch_size**2
+    window = min(patches, (shape.window_size // shape.patch_size) ** 2)
+    embed = 2 * patches * patch_dim * h
+    dense_per_block = 2 * patches * (4 * h * h + 3 * h * shape.intermediate)  # qkv+proj, gated MLP
+    attention_window = 4 * patches * window * h  # scores and weighted values
+    attention_full = 4 * patches * patches * h
+    blocks = (
+        shape.depth * dense_per_block
+        + (shape.depth - shape.full_blocks) * attention_window
+        + shape.full_blocks * attention_full
+    )
+    merged = 4 * h
+    merger = 2 * image_tokens * (merged * merged + merged * shape.out_hidden)
+    return float(embed + blocks + merger)
+
+
+def text_flops(shape: TextShape, tokens: int, logit_tokens: int) -> float:
+    """Forward FLOPs of the decoder over a ``tokens``-long sequence (causal), with logits for ``logit_tokens``."""
+    h = shape.hidden
+    head_dim = h // shape.heads
+    q_dim, kv_dim = shape.heads * head_dim, shape.kv_heads * head_dim
+    dense_per_token = 2 * (h * q_dim + 2 * h * kv_dim + q_dim * h) + 2 * 3 * h * shape.intermediate
+    attention = 2 * 2 * q_dim * tokens * (tokens + 1) // 2  # causal: each token attends to its prefix
+    lm_head = 2 * logit_tokens * h * shape.vocab
+    return float(shape.layers * (tokens * dense_per_token + attention) + lm_head)
+
+
+def vision_text_ratio(
+    vision: VisionShape, text: TextShape, image_tokens: int, text_tokens: int, completion_tokens: int
+) -> float:
+    """Vision-tower FLOPs over language-model FLOPs for one sequence: one image, prompt text and a completion.
+
+    The language model runs on ``image_tokens + text_tokens + completion_tokens``
+    tokens and computes logits for the completion only (as TRL's log-prob passes do).
+    """
+    lm = text_flops(text, image_tokens + text_tokens + completion_tokens, completion_tokens)
+    return vision_flops(vision, image_tokens) / lm

@@ -1,0 +1,247 @@
+"""Encode each distinct image once per vision-tower call (exact).
+
+GRPO repeats every prompt ``num_generations`` times, and TRL hands all copies
+to the model: generation's prefill, the old/reference log-prob passes and the
+training forward each run the vision tower on every copy of every image. Two
+forward hooks on the tower remove the repetition within one call:
+
+- the pre-hook finds the distinct images among the call's images (same grid,
+  bit-identical patches), and hands the tower only the first copy of each;
+- the post-hook gathers the tower's per-patch (``last_hidden_state``) and
+  per-token (``pooler_output``) rows back to every image that uses them.
+
+Why it is exact. In Qwen2-VL and Qwen2.5-VL the tower's output for an image
+depends only on that image's own patches and grid: attention is confined to an
+image (``cu_seqlens``) or to windows inside it, rotary positions restart per
+image, and the window permutation is a per-image block. So the output of a
+batch is the concatenation of per-image outputs, and encoding a copy again
+gives nothing new (floating-point results can differ in the last bits, as any
+change of batch composition does). The gather is differentiable: the gradient
+of a shared image is the sum over its uses (``index_select``'s backward is an
+``index_add``), so the tower's parameter gradients are those of the plain path,
+trainable or frozen.
+
+Cost when nothing repeats: images whose grid is unique are never compared; for
+the others, a strided sample of their pixels is gathered on the device and
+compared on the host; only images whose samples match are compared in full
+(``torch.equal``, one host sync each). Calls that ask for per-layer hidden
+states or attentions, pass precomputed vision tensors (``cu_seqlens`` ...), or
+need gradients with respect to the pixels take the plain path.
+
+The hooks live on the tower module, not in its state: ``state_dict`` and
+``save_pretrained`` output are unchanged, and ``copy.deepcopy`` of a model
+carries working hooks of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+import torch
+
+# Precomputed vision inputs (see transformers.vision_utils) describe the whole batch: they would not match
+# the deduplicated one, so a call that passes any of them takes the plain path.
+PRECOMPUTED_KWARGS = ("cu_seqlens", "max_seqlen", "position_ids", "window_index", "cu_window_seqlens", "max_window_seqlen")
+PER_LAYER_OUTPUTS = ("output_hidden_states", "output_attentions")
+SAMPLES_PER_IMAGE = 4096  # pixel values per image in the fingerprint, evenly spaced over the whole image
+
+
+@dataclasses.dataclass
+class CacheStats:
+    """Counts since the cache was enabled (or last reset).
+
+    Fields:
+        calls: vision-tower forward calls (model) or image-processor calls (processor).
+        requested: images the calls asked for.
+        encoded: images actually encoded (model) or resized and normalised (processor).
+    """
+
+    calls: int = 0
+    requested: int = 0
+    encoded: int = 0
+
+    @property
+    def saved(self) -> int:
+        return self.requested - self.encoded
+
+    def reset(self) -> None:
+        self.calls = self.requested = self.encoded = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class DedupPlan:
+    """How a call's images map onto its distinct images.
+
+    Fields:
+        unique: index of the first copy of each distinct image, in order of first appearance.
+        patch_index: for every patch row of the call, its row in the distinct images' patches.
+        merge_unit: patches per merged token (``spatial_merge_size ** 2``).
+    """
+
+    unique: list[int]
+    patch_index: torch.Tensor
+    merge_unit: int
+
+    @property
+    def token_index(self) -> torch.Tensor:
+        """For every merged-token row of the call, its row in the distinct images' tokens.
+
+        Each image's patch block starts at a multiple of ``merge_unit`` in both layouts,
+        so every ``merge_unit``-th patch row, divided by ``merge_unit``, is the token row.
+        """
+        return self.patch_index[:: self.merge_unit] // self.merge_unit
+
+
+def image_owners(pixels: torch.Tensor, grids: list[list[int]]) -> list[int]:
+    """For each image, the index of the first image with the same grid and bit-identical patches.
+
+    ``pixels`` holds all images' patch rows back to back (``(sum t*h*w, patch_dim)``),
+    ``grids`` each image's ``[t, h, w]``. Images are grouped by grid, then by an exact
+    strided sample of their values, then confirmed with ``torch.equal``; an image that
+    fails the confirmation starts a new group, so the result is exact whatever the sample.
+    """
+    sizes = [t * h * w for t, h, w in grids]
+    offsets = [0]
+    for size in sizes[:-1]:
+        offsets.append(offsets[-1] + size)
+    owners = list(range(len(grids)))
+    shared = Counter(map(tuple, grids))
+    candidates = [i for i, grid in enumerate(grids) if shared[tuple(grid)] > 1]
+    if not candidates:
+        return owners
+    samples = _samples(pixels, [offsets[i] for i in candidates], [sizes[i] for i in candidates])
+    buckets: dict[tuple, list[int]] = {}
+    for i, sample in zip(candidates, samples):
+        buckets.setdefault((tuple(grids[i]), sample), []).append(i)
+
+    def rows(i: int) -> torch.Tensor:
+        return pixels[offsets[i] : offsets[i] + sizes[i]]
+
+    for members in buckets.values():
+        while len(members) > 1:
+            first, rest = members[0], members[1:]
+            members = []
+            for i in rest:
+                if torch.equal(rows(i), rows(first)):
+                    owners[i] = first
+                else:  # same sample, different pixels: compare among the leftovers next
+                    members.append(i)
+    return owners
+
+
+def _samples(pixels: torch.Tensor, starts: list[int], sizes: list[int]) -> list[bytes]:
+    """An exact, evenly strided sample of each image's values, as bytes on the host (one transfer)."""
+    width = pixels.shape[1]
+    flat = pixels.reshape(-1)
+    count = min(SAMPLES_PER_IMAGE, min(sizes) * width)
+    device = pixels.device
+    start = torch.tensor(starts, device=device).unsqueeze(1) * width
+    length = torch.tensor(sizes, device=device).unsqueeze(1) * width
+    steps = torch.arange(count, device=device).unsqueeze(0)
+    positions = start + (steps * (length - 1)) // max(count - 1, 1)
+    values = flat[positions].cpu()
+    if values.dtype == torch.bfloat16:  # numpy has no bfloat16: compare the raw bits
+        values = values.view(torch.int16)
+    return [row.tobytes() for row in values.numpy()]
+
+
+def plan_dedup(pixels: torch.Tensor, grid_thw: torch.Tensor, merge_unit: int) -> DedupPlan | None:
+    """The plan for one tower call, or ``None`` when every image is distinct (the plain path)."""
+    grids = grid_thw.tolist()
+    if len(grids) < 2:
+        return None
+    owners = image_owners(pixels, grids)
+    unique = [i for i, owner in enumerate(owners) if owner == i]
+    if len(unique) == len(grids):
+        return None
+    device = pixels.device
+    sizes = torch.tensor([t * h * w for t, h, w in grids], device=device)
+    starts = sizes.cumsum(0) - sizes  # each image's first row in the call
+    unique_sizes = sizes[unique]
+    unique_starts = unique_sizes.cumsum(0) - unique_sizes  # each distinct image's first row in the new batch
+    slot = {image: k for k, image in enumerate(unique)}
+    source_start = unique_starts[[slot[owner] for owner in owners]]
+    shift = torch.repeat_interleave(source_start - starts, sizes)
+    patch_index = torch.arange(int(sizes.sum()), device=device) + shift
+    return DedupPlan(unique=unique, patch_index=patch_index, merge_unit=merge_unit)
+
+
+class TowerCache:
+    """The pair of forward hooks on one vision tower, with its counters."""
+
+    def __init__(self) -> None:
+        self.stats = CacheStats()
+        # Plans waiting for their forward to finish, keyed by the id of the deduplicated grid tensor the
+        # pre-hook passed on (held in the plan, so the id stays unique until the post-hook pops it).
+        self._pending: dict[int, tuple[torch.Tensor, DedupPlan]] = {}
+
+    def before(self, tower, args: tuple, kwargs: dict):
+        pixels, grid_thw, rest = _split_inputs(args, kwargs)
+        if pixels is None or grid_thw is None:
+            return None
+        n = grid_thw.shape[0]
+        self.stats.calls += 1
+        self.stats.requested += n
+        plan = None if _needs_plain_path(tower, pixels, rest) else plan_dedup(pixels, grid_thw, _merge_unit(tower))
+        if plan is None:
+            self.stats.encoded += n
+            return None
+        self.stats.encoded += len(plan.unique)
+        unique = torch.tensor(plan.unique, device=grid_thw.device)
+        new_grid = grid_thw.index_select(0, unique)
+        new_pixels = pixels.index_select(0, _rows_of(plan, grid_thw))
+        self._pending[id(new_grid)] = (new_grid, plan)
+        return (new_pixels,), {**rest, "grid_thw": new_grid}
+
+    def after(self, tower, args: tuple, kwargs: dict, output):
+        pending = self._pending.pop(id(kwargs.get("grid_thw")), None)
+        if pending is None or output is None:  # plain path, or the forward raised (always_call)
+            return None
+        _, plan = pending
+        return _expand(output, plan)
+
+
+def _split_inputs(args: tuple, kwargs: dict):
+    rest = dict(kwargs)
+    pixels = args[0] if args else rest.pop("hidden_states", None)
+    grid_thw = args[1] if len(args) > 1 else rest.pop("grid_thw", None)
+    if len(args) > 2:
+        return None, None, rest
+    return pixels, grid_thw, rest
+
+
+def _needs_plain_path(tower, pixels: torch.Tensor, rest: dict) -> bool:
+    config = getattr(tower, "config", None)
+    per_layer = any(rest.get(k, getattr(config, k, False)) for k in PER_LAYER_OUTPUTS)
+    precomputed = any(rest.get(k) is not None for k in PRECOMPUTED_KWARGS)
+    return per_layer or precomputed or pixels.requires_grad or pixels.dim() != 2
+
+
+def _merge_unit(tower) -> int:
+    return int(getattr(tower, "spatial_merge_size", 2)) ** 2
+
+
+def _rows_of(plan: DedupPlan, grid_thw: torch.Tensor) -> torch.Tensor:
+    """The call's patch rows that make up the distinct images, in the new batch's order."""
+    sizes = grid_thw.prod(-1)
+    starts = sizes.cumsum(0) - sizes
+    unique = torch.tensor(plan.unique, device=grid_thw.device)
+    counts = sizes[unique]
+    begin = torch.repeat_interleave(starts[unique] - (counts.cumsum(0) - counts), counts)
+    return torch.arange(int(counts.sum()), device=grid_thw.device) + begin
+
+
+def _expand(output, plan: DedupPlan):
+    """The tower's output for the distinct images, gathered back to every image of the call."""
+    index = {"last_hidden_state": plan.patch_index, "pooler_output": plan.token_index}
+    if isinstance(output, tuple) and not hasattr(output, "keys"):
+        names = ("last_hidden_state", "pooler_output")
+        return tuple(x.index_select(0, index[name]) if x is not None else None for name, x in zip(names, output)) + output[2:]
+    for name, value in output.items():
+        if value is None:
+            continue
+        if name not in index:
+            raise RuntimeError(f"group image cache: the vision tower returned {name!r}, which it cannot expand")
+        output[name] = value.index_select(0, index[name])
+    return output
