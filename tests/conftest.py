@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+import os
+
+# Nothing is downloaded in tests: hub look-ups fail at once instead of retrying the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,125 @@
+"""Run a function with a wall-clock budget from any thread or process.
+
+math-verify bounds its own work with ``signal.alarm``, which only works in the
+main thread of the main interpreter; GRPO rewards are also called from worker
+threads (async reward loops, evaluation pools) and daemonic worker processes.
+:func:`call_with_deadline` works in all of them:
+
+- ``fn`` runs in a fresh daemon thread; the caller waits at most ``budget_s``
+  seconds and then returns ``default``.
+- A late worker is stopped by raising :class:`DeadlineExceeded` inside it
+  (``PyThreadState_SetAsyncExc``), re-sent every ``_REAP_INTERVAL_S`` (for up
+  to ~10 s) in case library code swallows it, so abandoned work does not keep
+  burning CPU.
+- Thread-local state that the interrupted code may have left half-changed
+  (e.g. sympy's ``evaluate(False)`` context) dies with the worker thread.
+
+Limit (shared with signals): an exception is delivered between bytecodes, so a
+single long C call that holds the GIL (a huge integer power) can neither be
+interrupted nor let the caller return. Callers must keep such inputs out with
+cheap guards first (see :mod:`rewards.mathcheck`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+D = TypeVar("D")
+
+_REAP_INTERVAL_S = 0.05
+_REAP_TRIES = 200  # ~10 s of re-sending before the worker is left alone
+
+
+class DeadlineExceeded(BaseException):
+    """Raised inside a worker that ran past its budget.
+
+    A ``BaseException`` so that the ``except Exception`` blocks of the
+    interrupted library code do not swallow it.
+    """
+
+
+def _send(thread_id: int, exc: type[BaseException] | None) -> None:
+    # None clears a pending asynchronous exception (NULL in the C API).
+    payload = ctypes.py_object(exc) if exc is not None else None
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), payload)
+
+
+class _Worker(threading.Thread):
+    """Runs ``fn`` once; interruptible only while inside ``fn`` (``self.running``).
+
+    ``running`` is set as the first statement inside the ``try`` around ``fn``
+    and cleared under ``self.lock``, the lock :meth:`interrupt` sends under, so
+    an interrupt can land only inside that ``try`` or in the few bytecodes of
+    its epilogue, which catch it too; never in ``threading``'s own code.
+    """
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        super().__init__(name="rewards-deadline", daemon=True)
+        self.fn = fn
+        self.value: object = None
+        self.error: BaseException | None = None
+        self.running = False
+        self.finished = threading.Event()
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        try:
+            try:
+                self.running = True
+                self.value = self.fn()
+            except DeadlineExceeded:
+                pass
+            except BaseException as exc:  # handed back to the caller
+                self.error = exc
+            finally:
+                self._disarm()
+        except DeadlineExceeded:  # sent just as fn returned; no new one can come after _disarm
+            self._disarm()
+        self.finished.set()
+
+    def _disarm(self) -> None:
+        with self.lock:
+            self.running = False
+            if self.ident is not None:
+                _send(self.ident, None)  # drop an interrupt sent but not yet delivered
+
+    def interrupt(self) -> bool:
+        """Send DeadlineExceeded if the worker is still inside ``fn``."""
+        with self.lock:
+            if not self.running or self.ident is None or not self.is_alive():
+                return False
+            _send(self.ident, DeadlineExceeded)
+            return True
+
+
+def _reap(worker: _Worker) -> None:
+    # Re-send in case library code swallowed the interrupt (a bare except, a gc callback).
+    for _ in range(_REAP_TRIES):
+        if worker.finished.wait(_REAP_INTERVAL_S) or not worker.interrupt():
+            return
+
+
+def call_with_deadline(fn: Callable[[], T], budget_s: float, default: D) -> T | D:
+    """Return ``fn()``, or ``default`` when it runs longer than ``budget_s`` seconds.
+
+    Exceptions raised by ``fn`` are re-raised in the caller.
+
+    >>> call_with_deadline(lambda: 2 + 2, 1.0, default=None)
+    4
+    >>> import time
+    >>> call_with_deadline(lambda: [time.sleep(0.01) for _ in range(500)], 0.1, "late")
+    'late'
+    """
+    worker = _Worker(fn)
+    worker.start()
+    if worker.finished.wait(budget_s):
+        if worker.error is not None:
+            raise worker.error
+        return worker.value  # type: ignore[return-value]
+    if worker.interrupt():
+        threading.Thread(target=_reap, args=(worker,), name="rewards-reaper", daemon=True).start()
+    return default

@@ -1,0 +1,1 @@
+"""Example user rewards (load them as ``rewards.examples.<module>:<function>``)."""
