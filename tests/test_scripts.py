@@ -48,3 +48,13 @@ def test_run_rec_sh_trains_the_tiny_model_on_cpu(tiny_dir, rec_data, tmp_path):
     assert "+ " in run.stderr and "vlm_grpo.cli train" in run.stderr  # prints what it runs
     assert "GRPO done: 1 steps" in run.stdout
     assert (out / "model.safetensors").exists()
+
+
+def test_eval_rec_sh_evaluates_the_tiny_model(tiny_dir, rec_data, tmp_path):
+    out = tmp_path / "eval"
+    env = {**os.environ, "MODEL": str(tiny_dir), "DATA": str(rec_data), "OUTPUT": str(out), "PYTHON": sys.executable}
+    run = subprocess.run(["bash", "scripts/eval_rec.sh", "--max-new-tokens", "4", "--max-samples", "8"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "vlm_grpo.cli eval" in run.stderr
+    assert (out / "metrics.json").exists() and (out / "report.html").exists()
