@@ -144,3 +144,26 @@ def test_two_processes_give_the_same_metrics_as_one(tiny_dir, rec_data, tmp_path
     two = json.loads((double / "metrics.json").read_text())["metrics"]
     assert one == two
     assert _read_jsonl(single / "predictions.jsonl") == _read_jsonl(double / "predictions.jsonl")
+
+
+def test_a_sample_that_fails_to_generate_is_recorded_and_the_run_goes_on(tiny_dir, rec_data, tmp_path, monkeypatch):
+    import vlm_grpo.evaluate as evaluate
+    from vlm_grpo.eval_run import EvalJob, run_eval
+    from vlm_grpo.evaluate import EvalSettings
+
+    real = evaluate._generate_batch
+    poisoned = "synthetic-rec-s0-000003"
+
+    def flaky(model, processor, batch, settings):
+        if any(row["id"] == poisoned for row in batch):
+            raise RuntimeError("CUDA error: device-side assert (simulated)")
+        return real(model, processor, batch, settings)
+
+    monkeypatch.setattr(evaluate, "_generate_batch", flaky)
+    out = tmp_path / "eval"
+    result = run_eval(EvalJob(str(tiny_dir), [str(rec_data)], out, settings=EvalSettings(batch_size=8, max_new_tokens=4)))
+    predictions = _read_jsonl(out / "predictions.jsonl")
+    assert len(predictions) == 24
+    failed = [p for p in predictions if p["error"]]
+    assert [p["id"] for p in failed] == [poisoned] and "simulated" in failed[0]["error"]
+    assert next(iter(result.values()))["metrics"]["errors"] == 1

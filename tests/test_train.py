@@ -164,3 +164,15 @@ def test_two_process_data_parallel_run_gathers_rewards_across_processes(tiny_dir
     logged = next(h for h in state["log_history"] if "rewards/by_id/mean" in h)["rewards/by_id/mean"]
     both = [r["rewards"]["by_id"] for r in rank0 + rank1]
     assert logged == pytest.approx(sum(both) / len(both))  # the logged mean covers both processes' groups
+
+
+def test_eval_data_is_evaluated_during_training_with_the_eval_metrics(tiny_dir, rec_data, tmp_path):
+    from vlm_grpo.train import run_training
+
+    out = tmp_path / "run"
+    trainer, _ = _build(_grpo_argv(tiny_dir, rec_data, out, "--max_steps", "2", "--eval_data", str(rec_data),
+                                   "--eval_steps", "1", "--eval_max_samples", "4"))
+    run_training(trainer, None)
+    logged = [h for h in trainer.state.log_history if "eval_rec/mean_iou" in h]
+    assert [h["step"] for h in logged] == [1, 2]
+    assert all(0.0 <= h["eval_rec/format_rate"] <= 1.0 for h in logged)
