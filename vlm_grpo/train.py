@@ -23,6 +23,7 @@ from vlm_grpo.data import RowSet, build_rows
 from vlm_grpo.files import atomic_write_text
 from vlm_grpo.modeling import family_of, freeze_vision, load_config, load_model, load_processor, lora_config
 from vlm_grpo.prompts import merged_templates
+from vlm_grpo.speed import enable_group_image_cache
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,10 @@ def build_grpo_trainer(args, model_args, data_args, vision_args, reward_args):
         peft_config=lora_config(model_args),
         callbacks=[recorder],
     )
+    if vision_args.group_image_cache:
+        # Each distinct image is resized and encoded once per batch; TRL's own reference model too.
+        enable_group_image_cache(trainer.model, trainer.processing_class)
+        enable_group_image_cache(trainer.ref_model)
     _use_compact_progress(trainer)
     _add_eval_callback(trainer, prepared, data_args, reward_args)
     return trainer, prepared

@@ -2,8 +2,14 @@
 
 GRPO repeats every prompt ``num_generations`` times, and TRL hands all copies
 to the model: generation's prefill, the old/reference log-prob passes and the
-training forward each run the vision tower on every copy of every image. Two
-forward hooks on the tower remove the repetition within one call:
+training forward each run the vision tower on every copy of every image. In
+transformers 5.x the tower is ``model.model.visual``
+(``Qwen2_5_VisionTransformerPretrainedModel``), called once per forward by
+``Qwen2_5_VLModel.get_image_features`` as ``visual(pixel_values,
+grid_thw=image_grid_thw)`` with all images' patch rows concatenated; it returns
+a ``BaseModelOutputWithPooling`` whose ``pooler_output`` (merged tokens) the
+caller splits per image. Two forward hooks on the tower remove the repetition
+within one call:
 
 - the pre-hook finds the distinct images among the call's images (same grid,
   bit-identical patches), and hands the tower only the first copy of each;
@@ -42,7 +48,9 @@ import torch
 
 # Precomputed vision inputs (see transformers.vision_utils) describe the whole batch: they would not match
 # the deduplicated one, so a call that passes any of them takes the plain path.
-PRECOMPUTED_KWARGS = ("cu_seqlens", "max_seqlen", "position_ids", "window_index", "cu_window_seqlens", "max_window_seqlen")
+PRECOMPUTED_KWARGS = (
+    "cu_seqlens", "max_seqlen", "position_ids", "window_index", "cu_window_seqlens", "max_window_seqlen",
+)
 PER_LAYER_OUTPUTS = ("output_hidden_states", "output_attentions")
 SAMPLES_PER_IMAGE = 4096  # pixel values per image in the fingerprint, evenly spaced over the whole image
 
@@ -52,7 +60,7 @@ class CacheStats:
     """Counts since the cache was enabled (or last reset).
 
     Fields:
-        calls: vision-tower forward calls (model) or image-processor calls (processor).
+        calls: vision-tower forward calls (model) or ``_process_images`` calls (processor).
         requested: images the calls asked for.
         encoded: images actually encoded (model) or resized and normalised (processor).
     """
@@ -75,11 +83,13 @@ class DedupPlan:
 
     Fields:
         unique: index of the first copy of each distinct image, in order of first appearance.
+        source_rows: the call's patch rows that make up the distinct images, in the new batch's order.
         patch_index: for every patch row of the call, its row in the distinct images' patches.
         merge_unit: patches per merged token (``spatial_merge_size ** 2``).
     """
 
     unique: list[int]
+    source_rows: torch.Tensor
     patch_index: torch.Tensor
     merge_unit: int
 
@@ -102,9 +112,7 @@ def image_owners(pixels: torch.Tensor, grids: list[list[int]]) -> list[int]:
     fails the confirmation starts a new group, so the result is exact whatever the sample.
     """
     sizes = [t * h * w for t, h, w in grids]
-    offsets = [0]
-    for size in sizes[:-1]:
-        offsets.append(offsets[-1] + size)
+    offsets = _starts(sizes)
     owners = list(range(len(grids)))
     shared = Counter(map(tuple, grids))
     candidates = [i for i, grid in enumerate(grids) if shared[tuple(grid)] > 1]
@@ -139,8 +147,9 @@ def _samples(pixels: torch.Tensor, starts: list[int], sizes: list[int]) -> list[
     start = torch.tensor(starts, device=device).unsqueeze(1) * width
     length = torch.tensor(sizes, device=device).unsqueeze(1) * width
     steps = torch.arange(count, device=device).unsqueeze(0)
-    positions = start + (steps * (length - 1)) // max(count - 1, 1)
-    values = flat[positions].cpu()
+    positions = (start + (steps * (length - 1)) // max(count - 1, 1)).reshape(-1)
+    # index_select, not flat[positions]: advanced indexing is ~100x slower on CPU for this shape
+    values = flat.index_select(0, positions).reshape(len(starts), count).cpu()
     if values.dtype == torch.bfloat16:  # numpy has no bfloat16: compare the raw bits
         values = values.view(torch.int16)
     return [row.tobytes() for row in values.numpy()]
@@ -155,16 +164,29 @@ def plan_dedup(pixels: torch.Tensor, grid_thw: torch.Tensor, merge_unit: int) ->
     unique = [i for i, owner in enumerate(owners) if owner == i]
     if len(unique) == len(grids):
         return None
+    sizes = [t * h * w for t, h, w in grids]
+    starts = _starts(sizes)  # each image's first row in the call
+    unique_starts = dict(zip(unique, _starts([sizes[i] for i in unique])))  # ... in the new batch
     device = pixels.device
-    sizes = torch.tensor([t * h * w for t, h, w in grids], device=device)
-    starts = sizes.cumsum(0) - sizes  # each image's first row in the call
-    unique_sizes = sizes[unique]
-    unique_starts = unique_sizes.cumsum(0) - unique_sizes  # each distinct image's first row in the new batch
-    slot = {image: k for k, image in enumerate(unique)}
-    source_start = unique_starts[[slot[owner] for owner in owners]]
-    shift = torch.repeat_interleave(source_start - starts, sizes)
-    patch_index = torch.arange(int(sizes.sum()), device=device) + shift
-    return DedupPlan(unique=unique, patch_index=patch_index, merge_unit=merge_unit)
+    source_rows = _ranges([starts[i] for i in unique], [sizes[i] for i in unique], device)
+    patch_index = _ranges([unique_starts[owner] for owner in owners], sizes, device)
+    return DedupPlan(unique=unique, source_rows=source_rows, patch_index=patch_index, merge_unit=merge_unit)
+
+
+def _starts(sizes: list[int]) -> list[int]:
+    starts, total = [], 0
+    for size in sizes:
+        starts.append(total)
+        total += size
+    return starts
+
+
+def _ranges(starts: list[int], lengths: list[int], device) -> torch.Tensor:
+    """``cat([arange(s, s + n) for s, n in zip(starts, lengths)])`` built on ``device`` without a host sync."""
+    total = sum(lengths)
+    shift = torch.tensor([s - o for s, o in zip(starts, _starts(lengths))], device=device)
+    counts = torch.tensor(lengths, device=device)
+    return torch.arange(total, device=device) + torch.repeat_interleave(shift, counts, output_size=total)
 
 
 class TowerCache:
@@ -173,7 +195,8 @@ class TowerCache:
     def __init__(self) -> None:
         self.stats = CacheStats()
         # Plans waiting for their forward to finish, keyed by the id of the deduplicated grid tensor the
-        # pre-hook passed on (held in the plan, so the id stays unique until the post-hook pops it).
+        # pre-hook passed on; the tensor is kept with its plan, so the id cannot be reused until the post-hook
+        # (registered with always_call, so it also runs when the forward raises) pops it.
         self._pending: dict[int, tuple[torch.Tensor, DedupPlan]] = {}
 
     def before(self, tower, args: tuple, kwargs: dict):
@@ -190,7 +213,7 @@ class TowerCache:
         self.stats.encoded += len(plan.unique)
         unique = torch.tensor(plan.unique, device=grid_thw.device)
         new_grid = grid_thw.index_select(0, unique)
-        new_pixels = pixels.index_select(0, _rows_of(plan, grid_thw))
+        new_pixels = pixels.index_select(0, plan.source_rows)
         self._pending[id(new_grid)] = (new_grid, plan)
         return (new_pixels,), {**rest, "grid_thw": new_grid}
 
@@ -203,42 +226,38 @@ class TowerCache:
 
 
 def _split_inputs(args: tuple, kwargs: dict):
+    """``(pixels, grid_thw, other kwargs)`` of a ``tower(hidden_states, grid_thw, **kwargs)`` call."""
+    if len(args) > 2:
+        return None, None, kwargs  # not the signature this cache knows
     rest = dict(kwargs)
     pixels = args[0] if args else rest.pop("hidden_states", None)
     grid_thw = args[1] if len(args) > 1 else rest.pop("grid_thw", None)
-    if len(args) > 2:
-        return None, None, rest
     return pixels, grid_thw, rest
 
 
 def _needs_plain_path(tower, pixels: torch.Tensor, rest: dict) -> bool:
+    """Calls whose outputs or inputs describe the whole batch, and pixels that need their own gradients."""
     config = getattr(tower, "config", None)
-    per_layer = any(rest.get(k, getattr(config, k, False)) for k in PER_LAYER_OUTPUTS)
-    precomputed = any(rest.get(k) is not None for k in PRECOMPUTED_KWARGS)
-    return per_layer or precomputed or pixels.requires_grad or pixels.dim() != 2
+    for name in PER_LAYER_OUTPUTS:  # the tower falls back to its config when the kwarg is None
+        asked = rest.get(name)
+        if asked or (asked is None and getattr(config, name, False)):
+            return True
+    precomputed = any(rest.get(name) is not None for name in PRECOMPUTED_KWARGS)
+    return precomputed or pixels.requires_grad or pixels.dim() != 2
 
 
 def _merge_unit(tower) -> int:
     return int(getattr(tower, "spatial_merge_size", 2)) ** 2
 
 
-def _rows_of(plan: DedupPlan, grid_thw: torch.Tensor) -> torch.Tensor:
-    """The call's patch rows that make up the distinct images, in the new batch's order."""
-    sizes = grid_thw.prod(-1)
-    starts = sizes.cumsum(0) - sizes
-    unique = torch.tensor(plan.unique, device=grid_thw.device)
-    counts = sizes[unique]
-    begin = torch.repeat_interleave(starts[unique] - (counts.cumsum(0) - counts), counts)
-    return torch.arange(int(counts.sum()), device=grid_thw.device) + begin
-
-
 def _expand(output, plan: DedupPlan):
     """The tower's output for the distinct images, gathered back to every image of the call."""
     index = {"last_hidden_state": plan.patch_index, "pooler_output": plan.token_index}
-    if isinstance(output, tuple) and not hasattr(output, "keys"):
-        names = ("last_hidden_state", "pooler_output")
-        return tuple(x.index_select(0, index[name]) if x is not None else None for name, x in zip(names, output)) + output[2:]
-    for name, value in output.items():
+    if isinstance(output, tuple) and not hasattr(output, "keys"):  # return_dict=False
+        if len(output) != 2:
+            raise RuntimeError(f"group image cache: the vision tower returned {len(output)} outputs, expected 2")
+        return tuple(x.index_select(0, index[name]) for name, x in zip(("last_hidden_state", "pooler_output"), output))
+    for name, value in list(output.items()):
         if value is None:
             continue
         if name not in index:

@@ -1,0 +1,365 @@
+"""Benchmark of the group image cache: full GRPO steps with the cache on and off, in one run.
+
+    python scripts/bench_step.py [--quick] [--pairs N] [--warmup N] [--num-generations 8]
+                                 [--completion-tokens 32] [--shapes tiny scaled] [--threads N]
+
+Each step is TRL's real ``GRPOTrainer`` step: generation with transformers
+``generate`` (completions forced to ``max_completion_length`` tokens so every
+step has the same shapes), the reference log-prob pass, the GRPO loss, the
+backward and the optimizer step. One prompt per step, ``num_generations`` (G,
+default 8) completions of it. Within one training run the cache is switched on
+and off between steps in the order off,on,on,off,... (after ``--warmup`` steps
+that are not counted), so both modes see the same machine load and the same
+model; the time of a step runs from the trainer's ``on_step_begin`` to its
+``on_step_end`` (data loading excluded, identical in both modes). ``speedup``
+is the median off-step time over the median on-step time; ``speedup_of_fastest``
+compares each mode's fastest step, the one least disturbed by other work on a
+shared machine.
+
+Shapes:
+- ``tiny``: the offline tiny model (default ``TinySpec``), 112x112 synthetic
+  images (16 image tokens).
+- ``scaled``: a scaled-down Qwen2.5-VL that keeps Qwen2.5-VL-3B's ratio of
+  vision-tower to language-model forward FLOPs per sequence. For 3B
+  (/work/shared/qwen2_5_vl_3b_shape.json) and one 1000-token image + 100 text
+  tokens + a 128-token completion, the ratio is 0.771
+  (:mod:`vlm_grpo.speed.flops`: vision 5.49 TFLOP, language model 7.12 TFLOP).
+  The scaled model keeps the language model's proportions at width 128
+  (4 layers, 4 heads, 2 KV heads, MLP 5.375x as in 3B), a vision tower of
+  width 80 (= 128 * 1280 / 2048, 3B's vision/text width ratio; one 80-wide
+  head as in 3B; 4 blocks, the last with full attention, 112 px windows as in
+  3B) and 336x336 images (144 image tokens); the vision MLP width is then
+  solved so that the ratio, counted on the scaled model's own sequence (144
+  image tokens + its prompt's text tokens + the completion length), equals
+  3B's: it comes out at 232 (2.9x the width; 3B: 2.67x). Both ratios are
+  printed and written to the JSON line.
+
+Settings: vision tower trainable, and frozen (``freeze_vision``, merger
+included). ``--quick`` runs the scaled shape only, with fewer steps (under 3
+minutes on 2 CPU cores).
+
+Memory: peak tensor memory of one step per mode, from torch's CPU memory
+profiler (``torch.profiler.profile(profile_memory=True)``): the highest running
+sum of the step's CPU allocation and free events, i.e. the most bytes of
+tensors allocated during the step beyond what was live at its start (weights
+and optimizer state are live before the step and not counted; activations,
+gradients, pixel values and generation buffers are). The profiled steps come
+after the timed ones and are not timed.
+
+Prints a table, then as its last line one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import torch  # noqa: E402
+
+from vlm_grpo.speed import cache_stats, disable_group_image_cache, enable_group_image_cache  # noqa: E402
+from vlm_grpo.speed.flops import TextShape, VisionShape, text_flops, vision_flops, vision_text_ratio  # noqa: E402
+from vlm_grpo.tiny import TinySpec  # noqa: E402
+
+SHAPE_3B = Path("/work/shared/qwen2_5_vl_3b_shape.json")
+# Qwen2.5-VL-3B, written out so the script also runs where the shared file is absent.
+VISION_3B = VisionShape(hidden=1280, depth=32, intermediate=3420, out_hidden=2048, window_size=112, full_blocks=4)
+TEXT_3B = TextShape(hidden=2048, layers=36, heads=16, kv_heads=2, intermediate=11008, vocab=151936)
+REFERENCE_SEQUENCE = {"image_tokens": 1000, "text_tokens": 100, "completion_tokens": 128}
+
+SCALED_IMAGE = 336  # pixels per side: (336 / 28)^2 = 144 image tokens
+SCALED_TEXT = {"text_hidden": 128, "text_layers": 4, "text_heads": 4, "text_kv_heads": 2, "text_intermediate": 688}
+SCALED_VISION = {"vision_hidden": 80, "vision_depth": 4, "vision_heads": 1}  # 80 = 128 * 1280 / 2048
+SCALED_WINDOW, SCALED_FULL_BLOCKS = 112, [3]
+
+
+@dataclasses.dataclass
+class Shape:
+    name: str
+    model_dir: Path
+    data_dir: Path
+    image_tokens: int
+    text_tokens: int
+    completion_tokens: int
+    ratio: float
+    sizes: dict
+
+
+@dataclasses.dataclass
+class Result:
+    shape: str
+    setting: str
+    off: list[float]
+    on: list[float]
+    off_peak: int | None
+    on_peak: int | None
+    requested: int
+    encoded: int
+
+    def row(self) -> dict:
+        median = statistics.median
+        mib = lambda peak: None if peak is None else round(peak / 2**20, 1)  # noqa: E731
+        return {
+            "shape": self.shape,
+            "setting": self.setting,
+            "steps_each": len(self.on),
+            "off_median_s": round(median(self.off), 3),
+            "on_median_s": round(median(self.on), 3),
+            "speedup": round(median(self.off) / median(self.on), 3),
+            # the fastest step of each mode: the least disturbed by other work on a shared machine
+            "speedup_of_fastest": round(min(self.off) / min(self.on), 3),
+            "off_peak_mib": mib(self.off_peak),
+            "on_peak_mib": mib(self.on_peak),
+            "vision_images_requested": self.requested,
+            "vision_images_encoded": self.encoded,
+            "off_times_s": [round(x, 3) for x in self.off],
+            "on_times_s": [round(x, 3) for x in self.on],
+        }
+
+
+# ---- memory -----------------------------------------------------------------------------------------------------
+
+
+def peak_tensor_bytes(prof) -> int:
+    """The highest running sum of CPU allocations minus frees recorded by a memory-profiling ``torch.profiler``."""
+    events = [
+        e for e in prof.profiler.kineto_results.events()
+        if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU
+    ]
+    running = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        running += event.nbytes()
+        peak = max(peak, running)
+    return peak
+
+
+# ---- shapes -----------------------------------------------------------------------------------------------------
+
+
+def reference_shapes() -> tuple[VisionShape, TextShape]:
+    if SHAPE_3B.exists():
+        published = json.loads(SHAPE_3B.read_text())
+        return VisionShape.of(published["vision_config"]), TextShape.of(published["text_config"])
+    return VISION_3B, TEXT_3B
+
+
+def _text_tokens(processor, data_dir: Path) -> int:
+    """Prompt tokens other than image tokens, for the first record (templates give near-equal lengths)."""
+    from vlm_grpo.data import build_rows
+
+    rows = build_rows([str(data_dir)], processor, box_frame="model_pixels", seed=0)
+    row = rows.row(0)
+    text = processor.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False)
+    return len(processor.tokenizer(text, add_special_tokens=False)["input_ids"]) - 1  # minus the image placeholder
+
+
+def _make_data(path: Path, image_size: int, n: int) -> None:
+    from data_prep import PackOptions, pack
+    from data_prep.synthetic import generate
+
+    pack(generate("rec", n, seed=0, image_size=image_size, background="noise"), path, PackOptions(workers=1))
+
+
+def _save(spec: TinySpec, path: Path, window_size: int | None, full_blocks: list[int] | None) -> None:
+    from vlm_grpo.tiny import build_tiny
+
+    model, processor = build_tiny(None, spec)
+    if window_size is not None:
+        model.config.vision_config.window_size = window_size
+        model.config.vision_config.fullatt_block_indexes = full_blocks
+    model.save_pretrained(path)  # loaded back through load_model: the tower is rebuilt from the edited config
+    processor.save_pretrained(path)
+
+
+def build_shape(name: str, workdir: Path, completion_tokens: int, target: float) -> Shape:
+    """Save the shape's model and a synthetic dataset of its image size under ``workdir``."""
+    from vlm_grpo.tiny import build_config, build_processor, build_tokenizer
+
+    model_dir, data_dir = workdir / f"{name}-model", workdir / f"{name}-data"
+    if name == "tiny":
+        spec, image_side, window, full_blocks = TinySpec(), 112, None, None
+    else:
+        image_side, window, full_blocks = SCALED_IMAGE, SCALED_WINDOW, SCALED_FULL_BLOCKS
+        pixels = image_side * image_side
+        spec = TinySpec(**SCALED_TEXT, **SCALED_VISION, vision_intermediate=8, min_pixels=pixels, max_pixels=pixels)
+    _make_data(data_dir, image_side, 24)
+    tokenizer = build_tokenizer(spec)
+    text_tokens = _text_tokens(build_processor(tokenizer, spec), data_dir)
+    image_tokens = (image_side // 28) ** 2
+    config = build_config(tokenizer, spec)
+    text = TextShape.of(config.text_config)
+    vision = VisionShape.of(config.vision_config)
+    if name == "scaled":  # 3B's windows; the MLP width that gives 3B's FLOPs ratio
+        vision = dataclasses.replace(vision, window_size=window, full_blocks=len(full_blocks))
+        vision = min(
+            (dataclasses.replace(vision, intermediate=width) for width in range(8, 4096, 8)),
+            key=lambda v: abs(vision_text_ratio(v, text, image_tokens, text_tokens, completion_tokens) - target),
+        )
+        spec = dataclasses.replace(spec, vision_intermediate=vision.intermediate)
+    _save(spec, model_dir, window, full_blocks)
+    ratio = vision_text_ratio(vision, text, image_tokens, text_tokens, completion_tokens)
+    sizes = {"text": dataclasses.asdict(text), "vision": dataclasses.asdict(vision), "image_side": image_side}
+    return Shape(name, model_dir, data_dir, image_tokens, text_tokens, completion_tokens, ratio, sizes)
+
+
+# ---- the timed run ----------------------------------------------------------------------------------------------
+
+
+def _variety(completions, **columns):
+    """Distinct characters per character: a reward with variance inside every group."""
+    texts = [c if isinstance(c, str) else c[0]["content"] for c in completions]
+    return [len(set(t)) / (1.0 + len(t)) for t in texts]
+
+
+def schedule(warmup: int, pairs: int) -> list[str]:
+    """Uncounted warm-up steps, timed steps off,on,on,off,... (ABBA: linear drift cancels), one profiled step each."""
+    warm = [("warm-off", "warm-on")[i % 2] for i in range(warmup)]
+    timed = [("off", "on") if p % 2 == 0 else ("on", "off") for p in range(pairs)]
+    return warm + [mode for pair in timed for mode in pair] + ["memory-off", "memory-on"]
+
+
+def run_setting(shape: Shape, frozen: bool, args) -> Result:
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from vlm_grpo.data import build_rows
+    from vlm_grpo.modeling import freeze_vision, load_model, load_processor
+
+    model, processor = load_model(str(shape.model_dir), device="cpu"), load_processor(str(shape.model_dir))
+    if frozen:
+        freeze_vision(model)
+    rows = build_rows([str(shape.data_dir)], processor, box_frame="model_pixels", seed=0)
+    modes = schedule(args.warmup, args.pairs)
+    config = GRPOConfig(
+        output_dir=str(shape.model_dir.parent / "out"), per_device_train_batch_size=args.num_generations,
+        num_generations=args.num_generations, max_completion_length=shape.completion_tokens,
+        generation_kwargs={"min_new_tokens": shape.completion_tokens}, max_steps=len(modes), learning_rate=1e-6,
+        beta=0.04, use_cpu=True, bf16=False, report_to="none", save_strategy="no", logging_steps=10_000,
+        dataloader_num_workers=0, seed=0, disable_tqdm=True,
+    )
+    trainer = GRPOTrainer(model=model, reward_funcs=[_variety], args=config, train_dataset=rows.to_hf(),
+                          processing_class=processor)
+    result = Result(shape.name, "vision_frozen" if frozen else "vision_trainable", [], [], None, None, 0, 0)
+    targets = [(trainer.model, trainer.processing_class), (trainer.ref_model, None)]
+
+    class Switch(TrainerCallback):
+        def on_step_begin(self, _args, state, control, **kwargs):
+            self.mode = modes[state.global_step]
+            switch = enable_group_image_cache if self.mode.endswith("on") else disable_group_image_cache
+            for target_model, target_processor in targets:
+                if target_model is not None:
+                    switch(target_model, target_processor)
+            self.profiler = None
+            if self.mode.startswith("memory"):
+                cpu = [torch.profiler.ProfilerActivity.CPU]
+                self.profiler = torch.profiler.profile(activities=cpu, profile_memory=True)
+                self.profiler.__enter__()
+            self.start = time.perf_counter()
+
+        def on_step_end(self, _args, state, control, **kwargs):
+            elapsed = time.perf_counter() - self.start
+            if self.profiler is not None:
+                self.profiler.__exit__(None, None, None)
+                setattr(result, f"{self.mode.removeprefix('memory-')}_peak", peak_tensor_bytes(self.profiler))
+                return
+            if self.mode.startswith("warm"):
+                return
+            getattr(result, self.mode).append(elapsed)
+            if self.mode == "on":
+                stats = cache_stats(trainer.model)
+                result.requested += stats.requested
+                result.encoded += stats.encoded
+            step = f"step {state.global_step:>2} {self.mode:<3} {elapsed:6.2f}s"
+            print(f"  {shape.name:<6} {result.setting:<16} {step}", file=sys.stderr, flush=True)
+
+    trainer.add_callback(Switch())
+    trainer.train()
+    return result
+
+
+def print_table(rows: list[dict]) -> None:
+    header = (f"{'shape':<7} {'setting':<17} {'steps':>5} {'off s':>7} {'on s':>7} {'speedup':>8} {'fastest':>8} "
+              f"{'off MiB':>8} {'on MiB':>8} {'images enc/req':>15}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['shape']:<7} {r['setting']:<17} {r['steps_each']:>5} {r['off_median_s']:>7.2f} "
+              f"{r['on_median_s']:>7.2f} {r['speedup']:>7.2f}x {r['speedup_of_fastest']:>7.2f}x "
+              f"{r['off_peak_mib'] or float('nan'):>8.1f} {r['on_peak_mib'] or float('nan'):>8.1f} "
+              f"{r['vision_images_encoded']:>7}/{r['vision_images_requested']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="scaled shape only, fewer steps (under 3 minutes)")
+    parser.add_argument("--pairs", type=int, default=None, help="timed off/on pairs per setting (default 12; quick 8)")
+    parser.add_argument("--warmup", type=int, default=None, help="uncounted steps per setting (default 2)")
+    parser.add_argument("--num-generations", type=int, default=8)
+    parser.add_argument("--completion-tokens", type=int, default=32)
+    parser.add_argument("--shapes", nargs="+", choices=("tiny", "scaled"), default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    args.pairs = args.pairs or (8 if args.quick else 12)
+    args.warmup = args.warmup if args.warmup is not None else 2
+    shapes = args.shapes or (["scaled"] if args.quick else ["tiny", "scaled"])
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    vision_3b, text_3b = reference_shapes()
+    target = vision_text_ratio(vision_3b, text_3b, **REFERENCE_SEQUENCE)
+    workdir = Path(tempfile.mkdtemp(prefix="bench_step_"))
+    results, built = [], []
+    try:
+        for name in shapes:
+            shape = build_shape(name, workdir, args.completion_tokens, target)
+            built.append(shape)
+            print(f"{name}: vision/LM FLOPs ratio {shape.ratio:.3f} (3B: {target:.3f}); {shape.image_tokens} image + "
+                  f"{shape.text_tokens} text + {shape.completion_tokens} completion tokens", file=sys.stderr)
+            for frozen in (False, True):
+                with contextlib.redirect_stdout(sys.stderr):
+                    results.append(run_setting(shape, frozen, args))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    rows = [r.row() for r in results]
+    print_table(rows)
+    figures = {
+        "benchmark": "bench_step",
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "quick": args.quick,
+        "num_generations": args.num_generations,
+        "prompts_per_step": 1,
+        "settings": ["vision_trainable", "vision_frozen"],
+        "timing": "median step time (on_step_begin..on_step_end), off/on alternating ABBA after warmup",
+        "memory": "peak tensor bytes allocated during one profiled step per mode (torch.profiler profile_memory, CPU)",
+        "reference_3b": {
+            **REFERENCE_SEQUENCE,
+            "vision_lm_flops_ratio": round(target, 4),
+            "vision_tflops": round(vision_flops(vision_3b, REFERENCE_SEQUENCE["image_tokens"]) / 1e12, 3),
+            "lm_tflops": round(text_flops(text_3b, sum(REFERENCE_SEQUENCE.values()),
+                                          REFERENCE_SEQUENCE["completion_tokens"]) / 1e12, 3),
+        },
+        "shapes": {s.name: {"vision_lm_flops_ratio": round(s.ratio, 4), "image_tokens": s.image_tokens,
+                            "text_tokens": s.text_tokens, "completion_tokens": s.completion_tokens, **s.sizes}
+                   for s in built},
+        "results": rows,
+    }
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
