@@ -1,4 +1,4 @@
-# Shared by the run_*.sh scripts: launch a vlm-grpo training command on NUM_GPUS devices.
+# Shared by the scripts: `launch` runs a vlm-grpo training command on NUM_GPUS devices.
 # NUM_GPUS=0 runs on the CPU, 1 runs one process, N>1 uses accelerate (DDP unless ACCELERATE_CONFIG says otherwise).
 launch() {
   local command=$1; shift
@@ -11,6 +11,19 @@ launch() {
   else
     cmd=(accelerate launch --config_file "${ACCELERATE_CONFIG:-scripts/configs/accelerate/ddp.yaml}"
          --num_processes "${NUM_GPUS}" -m vlm_grpo.cli "$command" "$@")
+  fi
+  echo "+ ${cmd[*]}" >&2
+  "${cmd[@]}"
+}
+
+# Run `vlm-grpo eval` in NUM_PROCS processes (torchrun when more than one).
+launch_eval() {
+  local python=${PYTHON:-python}
+  local cmd
+  if [ "${NUM_PROCS:-1}" -gt 1 ]; then
+    cmd=("$python" -m torch.distributed.run --nproc_per_node "$NUM_PROCS" -m vlm_grpo.cli eval "$@")
+  else
+    cmd=("$python" -m vlm_grpo.cli eval "$@")
   fi
   echo "+ ${cmd[*]}" >&2
   "${cmd[@]}"

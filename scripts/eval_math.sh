@@ -6,17 +6,10 @@
 # Extra arguments go to `vlm-grpo eval`, e.g. `--max-samples 500`. All tasks in the data are scored.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_launch.sh
 MODEL=${MODEL:-runs/math}
 DATA=${DATA:-"data/mathvista_testmini data/geometry3k_test"}
 OUTPUT=${OUTPUT:-$MODEL/eval_math}
 NUM_PROCS=${NUM_PROCS:-1}
 BATCH_SIZE=${BATCH_SIZE:-16}
-PYTHON=${PYTHON:-python}
-if [ "$NUM_PROCS" -gt 1 ]; then
-  cmd=("$PYTHON" -m torch.distributed.run --nproc_per_node "$NUM_PROCS" -m vlm_grpo.cli)
-else
-  cmd=("$PYTHON" -m vlm_grpo.cli)
-fi
-cmd+=(eval --model "$MODEL" --data $DATA --output "$OUTPUT" --batch-size "$BATCH_SIZE" "$@")
-echo "+ ${cmd[*]}" >&2
-"${cmd[@]}"
+launch_eval --model "$MODEL" --data $DATA --output "$OUTPUT" --batch-size "$BATCH_SIZE" "$@"

@@ -6,17 +6,10 @@
 # Extra arguments go to `vlm-grpo eval`, e.g. `--max-samples 500`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_launch.sh
 MODEL=${MODEL:-runs/rec}
 DATA=${DATA:-"data/refcoco_val data/refcocop_val data/refcocog_val"}
 OUTPUT=${OUTPUT:-$MODEL/eval_rec}
 NUM_PROCS=${NUM_PROCS:-1}
 BATCH_SIZE=${BATCH_SIZE:-16}
-PYTHON=${PYTHON:-python}
-if [ "$NUM_PROCS" -gt 1 ]; then
-  cmd=("$PYTHON" -m torch.distributed.run --nproc_per_node "$NUM_PROCS" -m vlm_grpo.cli)
-else
-  cmd=("$PYTHON" -m vlm_grpo.cli)
-fi
-cmd+=(eval --model "$MODEL" --data $DATA --output "$OUTPUT" --task rec --batch-size "$BATCH_SIZE" "$@")
-echo "+ ${cmd[*]}" >&2
-"${cmd[@]}"
+launch_eval --model "$MODEL" --data $DATA --output "$OUTPUT" --task rec --batch-size "$BATCH_SIZE" "$@"
