@@ -72,7 +72,7 @@ class _Worker(threading.Thread):
                 self.running = True
                 self.value = self.fn()
             except DeadlineExceeded:
-                pass
+                self.error = None  # the caller already returned its default
             except BaseException as exc:  # handed back to the caller
                 self.error = exc
             finally:

@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
-    for _ in iter_generate(args.task, args.num, seed=0, image_size=args.image_size):
-        pass
+    generated = sum(1 for _ in iter_generate(args.task, args.num, seed=0, image_size=args.image_size))
+    assert generated == args.num
     generate_s = time.perf_counter() - start
 
     workdir = Path(tempfile.mkdtemp(prefix="bench_prep_"))
