@@ -25,10 +25,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class UsageError(Exception):
-    """A user mistake found after parsing; printed as `error: ...` with exit code 2."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vlm-grpo",
@@ -52,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args.extra = extra
     try:
         return int(args._run(args) or 0)
-    except (UsageError, ValueError, FileNotFoundError, RewardError) as err:
+    except (ValueError, FileNotFoundError, RewardError) as err:
         # Library errors carry messages written for users (file, line or record, what to do);
         # a RewardError names the reward and the sample that broke it.
         print(f"error: {err}", file=sys.stderr)

@@ -10,7 +10,6 @@ own resize) and ``box_frame``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import random
 from collections.abc import Sequence
@@ -68,11 +67,16 @@ class RowSet:
         d, r = self.refs[row]
         return self.datasets[d].records[r]
 
+    def image(self, row: int, k: int = 0):
+        """The ``k``-th image of a row, decoded as PIL RGB (an error names the record id)."""
+        d, r = self.refs[row]
+        return self.datasets[d].open_image(self.datasets[d].records[r], k)
+
     def row(self, i: int, *, with_images: bool = True) -> dict:
         """One row as the trainer and rewards see it."""
         d, r = self.refs[i]
         record = self.datasets[d].records[r]
-        images = [self.datasets[d].open_image(record, k) for k in range(len(record.images))] if with_images else None
+        images = [self.image(i, k) for k in range(len(record.images))] if with_images else None
         return {
             "prompt": user_message(self.prompts[i], len(record.images)),
             "images": images,
@@ -85,14 +89,18 @@ class RowSet:
             "source": record.meta.get("source", self.datasets[d].path.name),
         }
 
-    def to_hf(self):
-        """A ``datasets.Dataset`` whose rows are :meth:`row` (images decoded on access)."""
+    def to_hf(self, make_row=None):
+        """A ``datasets.Dataset`` whose rows are built on access (images decoded then).
+
+        ``make_row(i)`` builds row ``i``; the default is :meth:`row`, what GRPO and rewards see.
+        """
         from datasets import Dataset
 
+        make_row = make_row or self.row
         table = Dataset.from_dict({"row": list(range(len(self)))})
 
         def materialise(batch: dict) -> dict:
-            rows = [self.row(i) for i in batch["row"]]
+            rows = [make_row(i) for i in batch["row"]]
             return {key: [row[key] for row in rows] for key in rows[0]} if rows else {}
 
         return table.with_transform(materialise)
@@ -168,8 +176,3 @@ def build_rows(
             f"{max_prompt_tokens}); raise max_prompt_tokens or lower max_pixels"
         )
     return RowSet(datasets, refs, prompts, sizes, box_frame, dropped)
-
-
-def solution_text(solution) -> str:
-    """A solution as text for display and logs (boxes as JSON lists)."""
-    return solution if isinstance(solution, str) else json.dumps(solution)

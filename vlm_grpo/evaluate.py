@@ -49,9 +49,9 @@ def length_order(rows: RowSet, indices: Iterable[int]) -> list[int]:
 
 def judge_row(row: dict, completion: str, index: int, error: str | None = None) -> dict:
     """One prediction line: the completion, its parsed answer and score, judged by the reward code."""
-    columns = {k: [v] for k, v in row.items() if k not in ("prompt",)}
-    verdict = rewards.judge(row["task"], completion, **{k: v[0] for k, v in columns.items()})
-    format_ok = rewards.get("format")([completion], **columns)[0] == 1.0
+    sample = {k: v for k, v in row.items() if k != "prompt"}
+    verdict = rewards.judge(row["task"], completion, **sample)
+    format_ok = rewards.get("format")([completion], **{k: [v] for k, v in sample.items()})[0] == 1.0
     return {
         "index": index,
         "id": row["id"],

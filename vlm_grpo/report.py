@@ -53,7 +53,7 @@ def _card(prediction: dict, rows: RowSet) -> str:
         if record.images:
             truth = prediction["solution"] if prediction["task"] == "rec" else None
             predicted = prediction["parsed"] if prediction["task"] == "rec" else None
-            thumb = draw_boxes(rows.datasets[rows.refs[prediction["index"]][0]].open_image(record, 0), truth, predicted)
+            thumb = draw_boxes(rows.image(prediction["index"]), truth, predicted)
             image_html = f'<img src="{_data_uri(thumb)}" alt="{html.escape(str(prediction["id"]))}">'
     except Exception as err:  # the report never fails on one unreadable image
         image_html = f"<p class=err>image unavailable: {html.escape(str(err))}</p>"

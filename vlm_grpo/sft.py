@@ -37,20 +37,13 @@ def target_text(row: dict, meta: dict) -> str:
 
 def sft_dataset(rows: RowSet):
     """A ``datasets.Dataset`` of prompt/completion rows with images, decoded on access."""
-    from datasets import Dataset
 
-    table = Dataset.from_dict({"row": list(range(len(rows)))})
+    def sft_row(i: int) -> dict:
+        row = rows.row(i)
+        completion = [{"role": "assistant", "content": target_text(row, rows.record(i).meta)}]
+        return {"prompt": row["prompt"], "completion": completion, "images": row["images"]}
 
-    def materialise(batch: dict) -> dict:
-        out: dict[str, list] = {"prompt": [], "completion": [], "images": []}
-        for i in batch["row"]:
-            row = rows.row(i)
-            out["prompt"].append(row["prompt"])
-            out["images"].append(row["images"])
-            out["completion"].append([{"role": "assistant", "content": target_text(row, rows.record(i).meta)}])
-        return out
-
-    return table.with_transform(materialise)
+    return rows.to_hf(sft_row)
 
 
 def build_sft_trainer(args, model_args, data_args, vision_args):

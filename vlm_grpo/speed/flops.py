@@ -15,6 +15,11 @@ from __future__ import annotations
 import dataclasses
 
 
+def _getter(config):
+    """``get(key, default)`` over a config object or a dict."""
+    return config.get if isinstance(config, dict) else lambda key, default=None: getattr(config, key, default)
+
+
 @dataclasses.dataclass(frozen=True)
 class VisionShape:
     """Sizes of a Qwen2.5-VL vision tower (``vision_config``) that decide its FLOPs."""
@@ -33,7 +38,7 @@ class VisionShape:
     @classmethod
     def of(cls, config) -> VisionShape:
         """From a ``vision_config`` object or dict."""
-        get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+        get = _getter(config)
         return cls(
             hidden=get("hidden_size"),
             depth=get("depth"),
@@ -62,7 +67,7 @@ class TextShape:
     @classmethod
     def of(cls, config) -> TextShape:
         """From a ``text_config`` object or dict."""
-        get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+        get = _getter(config)
         return cls(
             hidden=get("hidden_size"),
             layers=get("num_hidden_layers"),
