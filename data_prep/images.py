@@ -4,6 +4,10 @@ What happens to each source image (:func:`store_image`):
 
 1. It is read (a path or raw bytes) or taken as given (a PIL image, e.g. synthetic data)
    and fully decoded, so truncated or corrupt files are caught here and not in training.
+   Only the raster formats in :data:`SOURCE_FORMATS` are decoded: Pillow's other plugins
+   (EPS, which runs Ghostscript; FITS, GRIB, WMF ...) are refused with reason
+   ``unsupported_image``. Any error Pillow raises on malformed bytes is a ``corrupt_image``
+   rejection, never a crash.
 2. Decompression bombs are rejected: an image whose header announces more than
    ``PIL.Image.MAX_IMAGE_PIXELS`` pixels is refused before its pixels are decoded.
 3. It is converted to 8-bit RGB: CMYK, paletted, grayscale, 16/32-bit integer and float
@@ -37,6 +41,10 @@ from data_prep.packed import IMAGES_DIR, PrepError
 
 #: What a source may hand over as an image: a file path, the file's bytes, or a PIL image.
 ImageInput = Union[Path, bytes, Image.Image]
+
+#: Pillow formats prep decodes. Datasets ship photographs and renderings in these; the
+#: other plugins are either not raster images or call out to external programs.
+SOURCE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "JPEG2000")
 
 _KEEP_AS_IS = {"JPEG": "jpg", "PNG": "png"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
@@ -106,27 +114,44 @@ def _bomb(label: str, pixels: str) -> PrepError:
     )
 
 
+def _read(source: Path) -> bytes:
+    label = describe(source)
+    try:
+        return source.read_bytes()
+    except FileNotFoundError:
+        raise PrepError(f"image {label} not found", reason="missing_image") from None
+    except OSError as exc:
+        raise PrepError(f"image {label} cannot be read ({exc.strerror or exc})", reason="missing_image") from None
+    except ValueError as exc:  # a NUL byte or a lone surrogate in the name
+        raise PrepError(f"image path {str(source)!r} is not a valid file name ({exc})", reason="missing_image") from None
+
+
+def _unsupported(data: bytes) -> str | None:
+    """The Pillow format name of bytes that only a plugin outside SOURCE_FORMATS recognises.
+
+    Only the header is parsed (no pixel data is decoded, no external program runs).
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.format
+    except Exception:  # noqa: BLE001 - not an image at all: the caller says so
+        return None
+
+
 def decode(source: ImageInput) -> tuple[Image.Image, bytes | None]:
     """Fully decode an image input; return it with the original file bytes (None for PIL input).
 
-    Raises :class:`PrepError` with reason ``missing_image``, ``corrupt_image`` or
-    ``decompression_bomb``. The message names the image but not the record: callers add that.
+    Raises :class:`PrepError` with reason ``missing_image``, ``corrupt_image``,
+    ``unsupported_image`` or ``decompression_bomb``. The message names the image but not
+    the record: callers add that.
     """
     if isinstance(source, Image.Image):
         source.load()
         return source, None
     label = describe(source)
-    if isinstance(source, Path):
-        try:
-            data = source.read_bytes()
-        except FileNotFoundError:
-            raise PrepError(f"image {label} not found", reason="missing_image") from None
-        except OSError as exc:
-            raise PrepError(f"image {label} cannot be read ({exc.strerror or exc})", reason="missing_image") from None
-    else:
-        data = bytes(source)
+    data = _read(source) if isinstance(source, Path) else bytes(source)
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=SOURCE_FORMATS)
         limit = Image.MAX_IMAGE_PIXELS
         if limit and image.size[0] * image.size[1] > limit:
             raise _bomb(label, f"{image.size[0]}x{image.size[1]} pixels")
@@ -137,9 +162,21 @@ def decode(source: ImageInput) -> tuple[Image.Image, bytes | None]:
         found = re.search(r"\((\d+) pixels\)", str(exc))
         raise _bomb(label, f"{found.group(1)} pixels" if found else "too many pixels") from None
     except UnidentifiedImageError:
-        raise PrepError(f"image {label} is not a readable image file", reason="corrupt_image") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise PrepError(f"image {label} is corrupt or truncated ({exc})", reason="corrupt_image") from None
+        other = _unsupported(data)
+        if other:
+            raise PrepError(
+                f"image {label} is in {other} format, which prep does not decode (it reads "
+                f"{', '.join(SOURCE_FORMATS)}); convert it to PNG or JPEG",
+                reason="unsupported_image",
+            ) from None
+        what = "is empty (0 bytes)" if not data else "is not a readable image file"
+        raise PrepError(f"image {label} {what}", reason="corrupt_image") from None
+    except MemoryError:
+        raise PrepError(f"image {label} needs more memory than is available to decode", reason="corrupt_image") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on malformed bytes
+        raise PrepError(
+            f"image {label} is corrupt or truncated ({type(exc).__name__}: {exc})", reason="corrupt_image"
+        ) from None
     return image, data
 
 
@@ -176,8 +213,11 @@ def store_image(
     frames = getattr(image, "n_frames", 1)
     try:
         rgb = to_rgb(image)
-    except (OSError, ValueError) as exc:
-        raise PrepError(f"image {describe(source)} cannot be converted to RGB ({exc})", reason="corrupt_image") from None
+    except Exception as exc:  # noqa: BLE001 - an exotic mode Pillow cannot convert
+        raise PrepError(
+            f"image {describe(source)} ({image.mode}) cannot be converted to RGB ({type(exc).__name__}: {exc})",
+            reason="corrupt_image",
+        ) from None
     target = fit_max_pixels(*original_size, max_pixels)
     if target != original_size:
         rgb = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)

@@ -10,7 +10,8 @@ Training and evaluation read it with :func:`load_packed`, which trusts nothing:
 it checks the manifest and its format version, verifies the records checksum,
 validates every line, and sandboxes image paths so that a record can never name a
 file outside the dataset directory (``../``, absolute paths, symlinks whose target
-escapes). Nothing is ever unpickled; the only parsers involved are ``json`` and Pillow.
+escapes). Nothing is ever unpickled; the only parsers involved are ``json`` and Pillow,
+which decodes images as PNG or JPEG only (:data:`STORED_FORMATS`, what prep writes).
 
 All failures raise :class:`PrepError` with a message that names the file and line
 (or the record id) and says what to do.
@@ -33,6 +34,8 @@ FORMAT_VERSION = 1
 RECORDS_FILE = "records.jsonl"
 MANIFEST_FILE = "manifest.json"
 IMAGES_DIR = "images"
+#: The only formats prep writes, so the only ones a packed dataset's images are decoded as.
+STORED_FORMATS = ("PNG", "JPEG")
 
 #: Tasks with a built-in solution check. Other task names are allowed (users may add
 #: tasks); their solution only has to be present (and non-empty when it is a string).
@@ -100,12 +103,40 @@ class Record:
         return cls(**{name: obj[name] for name in _REQUIRED_FIELDS}, meta=obj.get("meta", {}))
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def is_finite_number(value: Any) -> bool:
+    """An int or float (not bool) that is finite as a float (a 400-digit int is not)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads`` whose every failure is a ``ValueError`` (nesting too deep included).
+
+    ``json`` raises ``RecursionError`` on deeply nested input and a plain ``ValueError``
+    on integers over Python's digit limit; callers turn the ``ValueError`` into a message.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def json_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be written as strict UTF-8 JSON (NaN, Infinity, a lone
+    surrogate, a non-JSON type), or None."""
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (ValueError, TypeError, RecursionError) as exc:
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return None
 
 
 def _check_box(solution: Any) -> str | None:
-    if not (isinstance(solution, list) and len(solution) == 4 and all(_is_number(v) for v in solution)):
+    if not (isinstance(solution, list) and len(solution) == 4 and all(is_finite_number(v) for v in solution)):
         return f"rec solution must be 4 finite numbers [x1, y1, x2, y2], got {solution!r}"
     x1, y1, x2, y2 = solution
     if not (x1 < x2 and y1 < y2):
@@ -167,7 +198,8 @@ def validate_record(record: Record, *, where: str = "record") -> None:
 
     Checks: id/task/problem are non-empty strings; images are safe relative paths with one
     positive ``[w, h]`` per image; the solution passes the task's check (:data:`SOLUTION_CHECKS`);
-    a rec box lies inside the first image; meta is an object. Does not touch the file system.
+    the whole record is strict UTF-8 JSON (no NaN/Infinity, no lone surrogates); a rec box
+    lies inside the first image; meta is an object. Does not touch the file system.
     """
     rid = record.id
     if not isinstance(rid, str) or not rid.strip():
@@ -197,6 +229,12 @@ def validate_record(record: Record, *, where: str = "record") -> None:
     problem = SOLUTION_CHECKS.get(record.task, _check_other)(record.solution)
     if problem:
         raise _invalid(where, rid, problem, "invalid_solution")
+    problem = json_problem(record.to_json())
+    if problem:
+        raise _invalid(
+            where, rid, f"cannot be stored as JSON text: NaN/Infinity, a lone surrogate or a non-JSON value ({problem})",
+            "malformed_record",
+        )
     if record.task == "rec":
         if not record.images:
             raise _invalid(where, rid, "a rec record needs an image", "missing_image")
@@ -267,7 +305,7 @@ class PackedDataset:
 
         path = self.image_path(record, i)
         try:
-            with Image.open(path) as image:
+            with Image.open(path, formats=STORED_FORMATS) as image:
                 image.load()
                 return to_rgb(image)
         except FileNotFoundError:
@@ -276,9 +314,10 @@ class PackedDataset:
                 "the dataset is incomplete, re-run `vlm-grpo prep`",
                 reason="missing_image",
             ) from None
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any decoder failure on a damaged file
             raise PrepError(
-                f"{self.path}: record {record.id!r}: image {record.images[i]} cannot be decoded ({exc}); "
+                f"{self.path}: record {record.id!r}: image {record.images[i]} cannot be decoded as "
+                f"{' or '.join(STORED_FORMATS)} ({type(exc).__name__}: {exc}); "
                 "re-run `vlm-grpo prep`",
                 reason="corrupt_image",
             ) from None
@@ -291,8 +330,8 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     if not manifest_path.is_file():
         raise PrepError(f"{manifest_path} not found: {root} is not a packed dataset; create one with `vlm-grpo prep`")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        manifest = parse_json(manifest_path.read_text(encoding="utf-8"))
+    except ValueError as exc:
         raise PrepError(f"{manifest_path}: not valid JSON ({exc}); re-run `vlm-grpo prep`") from None
     if not isinstance(manifest, dict):
         raise PrepError(f"{manifest_path}: expected a JSON object; re-run `vlm-grpo prep`")
@@ -333,9 +372,11 @@ def load_packed(path: str | Path, *, check_images: bool = True) -> PackedDataset
         for lineno, line in enumerate(handle, start=1):
             where = f"{records_path}:{lineno}"
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise PrepError(f"{where}: malformed JSON ({exc.msg})", reason="malformed_json") from None
+                obj = parse_json(line)
+            except ValueError as exc:
+                raise PrepError(
+                    f"{where}: malformed JSON ({getattr(exc, 'msg', None) or exc})", reason="malformed_json"
+                ) from None
             record = Record.from_json(obj, where=where)
             validate_record(record, where=where)
             if record.id in seen:

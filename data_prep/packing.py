@@ -131,6 +131,7 @@ class _Packer:
         self.stored: dict[str, StoredImage] = {}
         self.skipped: Counter[str] = Counter()
         self.warnings: Counter[str] = Counter()
+        self.seen = 0
 
     @property
     def full(self) -> bool:
@@ -150,6 +151,7 @@ class _Packer:
 
     def add_chunk(self, chunk: list[SourceItem | Rejected]) -> None:
         """Store the chunk's new images in parallel, then validate its items in order."""
+        self.seen += len(chunk)
         todo: dict[tuple[str, Any], ImageInput] = {}
         for entry in chunk:
             if isinstance(entry, SourceItem):
@@ -257,6 +259,8 @@ def _write_split(
 
 
 def _finish(packer: _Packer, tmp: Path, staging: Path, output: Path, meta: dict[str, Any]) -> PackSummary:
+    if not packer.seen:
+        raise PrepError("the input holds no records (an empty file?); check --input and --format", reason="empty_input")
     if not packer.records:
         skipped = ", ".join(f"{reason} {count}" for reason, count in sorted(packer.skipped.items())) or "none"
         raise PrepError(f"no records to write (skipped: {skipped}); check the input and options")

@@ -16,13 +16,12 @@ Task rule (used by every reader, first match wins):
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from data_prep.packed import PrepError
+from data_prep.packed import PrepError, is_finite_number, parse_json
 
 #: Fixed instruction text that VLM-R1-style data prepends to the actual question;
 #: stripped (case-insensitively, after the ``<image>`` markers) so ``problem`` is the
@@ -90,30 +89,28 @@ def answer_text(value: Any) -> str:
     return (match.group(1) if match else text).strip()
 
 
-def _finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def parse_box(value: Any) -> list[float] | None:
     """A ``[x1, y1, x2, y2]`` box from a list, a JSON string (maybe in answer tags), or a
     ``{"bbox_2d": [...]}`` / ``{"bbox": [...]}`` object or a one-element list of such;
     None when the value is not a box."""
     if isinstance(value, str):
         try:
-            value = json.loads(answer_text(value))
-        except json.JSONDecodeError:
+            value = parse_json(answer_text(value))
+        except ValueError:
             return None
     if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
         value = value[0]
     if isinstance(value, dict):
         value = value.get("bbox_2d", value.get("bbox"))
-    if isinstance(value, list) and len(value) == 4 and all(_finite_number(v) for v in value):
+    if isinstance(value, list) and len(value) == 4 and all(is_finite_number(v) for v in value):
         return list(value)
     return None
 
 
 def _as_text(value: Any) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not is_finite_number(value):
+            raise ValueError(f"expected a finite number or a string answer, got {value!r}")
         return str(value)
     if not isinstance(value, str):
         raise ValueError(f"expected a string answer, got {value!r}")
@@ -210,8 +207,8 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
             if not raw.strip():
                 continue
             try:
-                yield lineno, json.loads(raw.decode("utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                yield lineno, parse_json(raw.decode("utf-8"))
+            except ValueError as exc:  # bad syntax, not UTF-8, too deep, an integer over the digit limit
                 reason = getattr(exc, "msg", None) or str(exc)
                 yield lineno, PrepError(f"{path}:{lineno}: malformed JSON line ({reason})", reason="malformed_json")
 
@@ -244,6 +241,9 @@ def iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
             element, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             raise fail(exc.pos, f"malformed JSON ({exc.msg})") from None
+        except (ValueError, RecursionError) as exc:  # an integer over the digit limit, nesting too deep
+            what = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise fail(pos, f"malformed JSON ({what})") from None
         line += text.count("\n", counted, pos)
         counted = pos
         yield line, element

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from data_prep.items import Rejected, SourceItem
 from data_prep.packed import PrepError
@@ -32,6 +33,22 @@ def parquet_files(path: Path) -> list[Path]:
     return [path]
 
 
+def _row_batches(table: Any, file: Path) -> Iterator[list[dict[str, Any]]]:
+    """The file's rows in batches; a file damaged past its footer raises PrepError naming it."""
+    import pyarrow as pa
+
+    batches = table.iter_batches(batch_size=BATCH_ROWS)
+    while True:
+        try:
+            batch = next(batches, None)
+            if batch is None:
+                return
+            rows = batch.to_pylist()
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise PrepError(f"{file}: not a readable Parquet file ({exc})", reason="malformed_input") from None
+        yield rows
+
+
 def read(spec: SourceSpec, options: SourceOptions) -> Iterator[SourceItem | Rejected]:
     """Yield one item per row; a bad row becomes :class:`Rejected`, a bad file raises."""
     import pyarrow as pa
@@ -47,8 +64,8 @@ def read(spec: SourceSpec, options: SourceOptions) -> Iterator[SourceItem | Reje
         columns = resolve_columns(table.schema_arrow.names, options, str(file))
         root = spec.image_root or file.parent
         index = 0
-        for batch in table.iter_batches(batch_size=BATCH_ROWS):
-            for row in batch.to_pylist():
+        for rows in _row_batches(table, file):
+            for row in rows:
                 where = f"{file} row {index}"
                 try:
                     yield row_to_item(

@@ -82,8 +82,13 @@ def _one_image(cell: Any, root: Path, where: str) -> ImageInput:
     if isinstance(cell, Image.Image):
         return cell
     if isinstance(cell, dict):
-        if cell.get("bytes"):
-            return bytes(cell["bytes"])
+        data = cell.get("bytes")
+        if isinstance(data, (bytes, bytearray, memoryview)) and data:
+            return bytes(data)
+        if data and not isinstance(data, (bytes, bytearray, memoryview)):
+            raise PrepError(
+                f"{where}: the image cell's 'bytes' must be binary, got {type(data).__name__}", reason="malformed_record"
+            )
         cell = cell.get("path")
     if isinstance(cell, str) and cell:
         path = Path(cell)
