@@ -55,7 +55,8 @@ class DataArguments:
 
 @dataclasses.dataclass
 class VisionArguments:
-    """How images are resized, which vision parts train, and which box frame the model answers in."""
+    """How images are resized, which vision parts train, which box frame the model answers in, and the
+    group-aware forward (each distinct image and prompt of a GRPO group computed once)."""
 
     min_pixels: int | None = dataclasses.field(
         default=None, metadata={"help": "Processor resize lower bound in pixels (default: the checkpoint's)."}
@@ -76,6 +77,10 @@ class VisionArguments:
     )
     group_image_cache: bool = dataclasses.field(
         default=True, metadata={"help": "Encode each distinct image once per batch (exact; off for debugging)."}
+    )
+    group_shared_prompt: bool = dataclasses.field(
+        default=True,
+        metadata={"help": "Run each distinct prompt once per forward and share it across its group (exact; off for debugging)."},
     )
 
     def __post_init__(self) -> None:

@@ -83,6 +83,11 @@ def vision_tower(model) -> torch.nn.Module:
     """The vision tower of a Qwen-VL model, through DDP/DeepSpeed/FSDP, ``torch.compile`` and PEFT wrappers."""
     from vlm_grpo.modeling import vision_module
 
+    return vision_module(unwrap(model))
+
+
+def unwrap(model) -> torch.nn.Module:
+    """The model inside DDP/DeepSpeed/FSDP and ``torch.compile`` wrappers (PEFT wrappers are kept)."""
     seen = set()
     while id(model) not in seen:
         seen.add(id(model))
@@ -91,7 +96,7 @@ def vision_tower(model) -> torch.nn.Module:
             if isinstance(inner, torch.nn.Module):
                 model = inner
                 break
-    return vision_module(model)
+    return model
 
 
 def _remove_hooks(tower: torch.nn.Module, cache: TowerCache) -> None:

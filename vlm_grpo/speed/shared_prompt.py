@@ -1,0 +1,454 @@
+"""Compute each distinct prompt once per forward, and let every completion of its group reuse it (exact).
+
+GRPO hands the model ``num_generations`` (G) rows per prompt: in generation's
+prefill the G rows are the same prompt, and in the log-prob and training passes
+they are the same prompt followed by G different completions. For a
+vision-language prompt (Qwen2.5-VL: hundreds to thousands of image tokens) the
+language model spends most of its time recomputing that shared prompt. This
+module replaces the forward of the language backbone (``Qwen2_5_VLModel`` /
+``Qwen2VLModel``, what ``model.model`` is in transformers 5 and what TRL's
+fused LM head calls) with one that, when rows share a prefix,
+
+1. finds the split ``S`` and the groups: rows whose first ``S`` tokens are
+   identical (ids, attention mask and, for image tokens, bit-identical images);
+   ``S`` minimises the tokens computed, ``U*S + B*(L-S)`` for ``U`` groups of
+   ``B`` rows of length ``L``, and never leaves an image token after the split;
+2. runs the backbone once on the ``U`` distinct prefixes (their images
+   included), keeping each layer's keys and values;
+3. runs it on the ``L-S`` remaining tokens of all ``B`` rows, each row attending
+   to its group's prefix keys/values (gathered with ``index_select``), with the
+   row's full attention mask and its slice of the full batch's 3-D rotary
+   positions (M-RoPE, computed once for the whole batch exactly as the plain
+   forward computes them);
+4. returns the hidden states of every position of every row, ``(B, L, H)``,
+   the shared prefix positions gathered from step 2.
+
+Why it is exact. A causal decoder's states at position ``t`` depend only on
+tokens ``0..t``, so rows with identical prefixes have identical prefix states
+and keys/values; the completion positions see the same keys, values, mask and
+positions as in the full forward (only the floating-point summation order of
+some kernels can change, as with any change of batch shape). Gradients flow
+through the gathers into the prefix computation: ``index_select``'s backward
+sums over the rows of a group, which is the plain path's sum over the G
+copies.
+
+Generation: the prefill call (an empty cache, ``use_cache``) shares only rows
+that are identical in full, runs the distinct prompts once and fills the
+caller's cache with the gathered keys/values; the decode steps that follow are
+the plain ones.
+
+Under gradient checkpointing the decoder layers drop a cache by default
+(``_can_checkpoint_with_cache``); both caches here are safe to replay (the
+prefix one is read-only, the recording one overwrites), so the flag is set on
+the layers for the duration of the two calls only.
+
+Everything else takes the plain path: inputs given as embeddings or
+positionally, videos, per-layer outputs, a non-empty cache, sliding-window
+layers, no repeated prefix. Unsupported shapes are logged once per reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling
+
+from vlm_grpo.speed.vision_cache import image_owners
+
+logger = logging.getLogger(__name__)
+
+ATTRIBUTE = "_shared_prompt"  # where a backbone keeps its SharedPromptForward (a plain attribute, not module state)
+PER_LAYER_OUTPUTS = ("output_hidden_states", "output_attentions")
+UNSUPPORTED_KWARGS = ("inputs_embeds", "pixel_values_videos", "video_grid_thw")
+DECODING = "a non-empty cache"  # a decode step: nothing to share, and nothing to report
+
+
+@dataclasses.dataclass
+class SharedPromptStats:
+    """Counts since sharing was enabled (or last reset).
+
+    Fields:
+        calls: backbone forward calls.
+        shared: calls that took the shared path.
+        requested_tokens: tokens the calls asked for (``B * L`` each).
+        computed_tokens: tokens the language model actually ran (``U * S + B * (L - S)`` on the shared path).
+    """
+
+    calls: int = 0
+    shared: int = 0
+    requested_tokens: int = 0
+    computed_tokens: int = 0
+
+    def reset(self) -> None:
+        self.calls = self.shared = self.requested_tokens = self.computed_tokens = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class SharePlan:
+    """How one call's rows map onto their distinct prefixes.
+
+    Fields:
+        split: ``S``, the length of the shared prefix of every row.
+        rows: the first row of each group, in batch order (``U`` rows).
+        group_of_row: for each of the ``B`` rows, its group's index in ``rows``.
+        images: for the prefix pass, the indices of the images of ``rows``, in order.
+    """
+
+    split: int
+    rows: torch.Tensor
+    group_of_row: torch.Tensor
+    images: list[int]
+
+    def computed_tokens(self, batch: int, length: int) -> int:
+        return len(self.rows) * self.split + batch * (length - self.split)
+
+
+def row_keys(input_ids: torch.Tensor, image_token_id: int, image_owner_of_token: torch.Tensor | None) -> torch.Tensor:
+    """One integer per token that is equal for two rows exactly when the token and what it shows are equal.
+
+    Text tokens keep their id; an image token becomes ``-1 - owner``, where ``owner`` is
+    the first image with bit-identical pixels (so equal keys mean equal images).
+    """
+    keys = input_ids.long().clone()
+    if image_owner_of_token is not None:
+        keys[input_ids == image_token_id] = -1 - image_owner_of_token
+    return keys
+
+
+def plan_sharing(keys: torch.Tensor, attention_mask: torch.Tensor, *, min_split: int, whole_rows: bool) -> SharePlan | None:
+    """The split and groups that compute the fewest tokens, or ``None`` when sharing saves nothing.
+
+    ``keys`` from :func:`row_keys` and the 2-D ``attention_mask`` are ``(B, L)``. Rows are
+    sorted lexicographically (``torch.unique(dim=0)``), so rows sharing a prefix of length
+    ``S`` are contiguous and the longest common prefix of two rows is the minimum of the
+    adjacent ones between them. ``min_split`` keeps every image token inside the prefix;
+    ``whole_rows`` allows only ``S = L`` (generation's prefill, whose cache must hold every token).
+    """
+    batch, length = keys.shape
+    combined = torch.stack([keys, attention_mask.long()], dim=-1).reshape(batch, 2 * length)
+    distinct, inverse = torch.unique(combined, dim=0, return_inverse=True)
+    if len(distinct) == batch and whole_rows:
+        return None
+    differs = (distinct[1:] != distinct[:-1]).reshape(len(distinct) - 1, length, 2).any(-1)
+    adjacent = torch.where(differs.any(-1), differs.int().argmax(-1), length).tolist()  # common prefix lengths
+    candidates = {length} if whole_rows else {s for s in adjacent if s >= max(min_split, 1)} | {length}
+    best_split, best_cost = None, batch * length
+    for split in sorted(candidates):
+        groups = 1 + sum(s < split for s in adjacent)
+        cost = groups * split + batch * (length - split)
+        if groups < batch and cost < best_cost:
+            best_split, best_cost = split, cost
+    if best_split is None:
+        return None
+    group_of_distinct = torch.tensor([0] + [int(s < best_split) for s in adjacent]).cumsum(0)
+    group_sorted = group_of_distinct[inverse.cpu()]  # group id (in sorted order) of every row
+    first_row: dict[int, int] = {}
+    for row, group in enumerate(group_sorted.tolist()):
+        first_row.setdefault(group, row)
+    rows = sorted(first_row.values())
+    renumber = {int(group_sorted[row]): i for i, row in enumerate(rows)}
+    group_of_row = torch.tensor([renumber[g] for g in group_sorted.tolist()], device=keys.device)
+    return SharePlan(best_split, torch.tensor(rows, device=keys.device), group_of_row, images=[])
+
+
+def images_per_row(input_ids: torch.Tensor, image_token_id: int, tokens_per_image: list[int]) -> list[list[int]] | None:
+    """The image indices of each row, from its count of image tokens (``None`` if they do not add up)."""
+    counts = (input_ids == image_token_id).sum(-1).tolist()
+    result, image = [], 0
+    for count in counts:
+        mine = []
+        while count > 0 and image < len(tokens_per_image):
+            count -= tokens_per_image[image]
+            mine.append(image)
+            image += 1
+        if count != 0:
+            return None
+        result.append(mine)
+    return result if image == len(tokens_per_image) else None
+
+
+class _RecordingLayer(DynamicLayer):
+    """A cache layer for the prefix pass: returns the new states as they are and keeps the last ones.
+
+    Overwriting (not appending) makes a replay under gradient checkpointing harmless.
+    """
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        self.keys, self.values = key_states, value_states
+        self.dtype, self.device, self.is_initialized = key_states.dtype, key_states.device, True
+        return key_states, value_states
+
+
+class _PrefixLayer(DynamicLayer):
+    """A read-only cache layer holding a prefix: returns prefix + new states and stores nothing."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        super().__init__()
+        self.keys, self.values = keys, values
+        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
+
+
+class SharedPromptForward:
+    """The backbone's replacement forward: the shared path where it applies, else the original forward."""
+
+    def __init__(self, backbone: torch.nn.Module) -> None:
+        self.backbone = backbone
+        self.original = backbone.forward
+        self.stats = SharedPromptStats()
+        self._told: set[str] = set()
+
+    def __call__(self, *args, **kwargs):
+        self.stats.calls += 1
+        input_ids = kwargs.get("input_ids")
+        reason = self._unsupported(args, kwargs)
+        if reason is None:
+            self.stats.requested_tokens += input_ids.numel()
+            plan = self._plan(kwargs)
+            if plan is not None:
+                self.stats.shared += 1
+                self.stats.computed_tokens += plan.computed_tokens(*input_ids.shape)
+                return self._shared(plan, kwargs)
+            self.stats.computed_tokens += input_ids.numel()
+        elif reason not in (None, DECODING):
+            self._tell(reason)
+        return self.original(*args, **kwargs)
+
+    def _tell(self, reason: str) -> None:
+        if reason not in self._told:
+            self._told.add(reason)
+            logger.info("group-shared prompt: plain forward for calls with %s", reason)
+
+    def _unsupported(self, args: tuple, kwargs: dict) -> str | None:
+        if args:
+            return "positional arguments"
+        for name in UNSUPPORTED_KWARGS:
+            if kwargs.get(name) is not None:
+                return name
+        if kwargs.get("input_ids") is None:
+            return "no input_ids"
+        config = self.backbone.config
+        for name in PER_LAYER_OUTPUTS:
+            if kwargs.get(name) or (kwargs.get(name) is None and getattr(config, name, False)):
+                return name
+        mask = kwargs.get("attention_mask")
+        if mask is not None and mask.dim() != 2:
+            return "a prepared (not 2-D) attention mask"
+        cache = kwargs.get("past_key_values")
+        if cache is not None and cache.get_seq_length() > 0:
+            return DECODING
+        encoded = kwargs.get("mm_encoder_outputs") or {}
+        if encoded.get("video") is not None:
+            return "video features"
+        if encoded.get("image") is not None and kwargs.get("pixel_values") is not None:
+            return "both pixel_values and image features"
+        position_ids = kwargs.get("position_ids")
+        if position_ids is not None and position_ids.dim() != 3:
+            return "2-D position_ids"
+        if "sliding_attention" in getattr(config.get_text_config(), "layer_types", None) or []:
+            return "sliding-window layers"
+        if self.backbone.training and _active_dropout(self.backbone.language_model):
+            # The plain forward draws a dropout mask per row; sharing would draw one per group.
+            return "active dropout in the language model (set lora_dropout and attention_dropout to 0 to share prompts)"
+        return None
+
+    def _plan(self, kwargs: dict) -> SharePlan | None:
+        input_ids, mask = kwargs["input_ids"], kwargs.get("attention_mask")
+        if mask is None:  # no padding
+            mask = torch.ones_like(input_ids)
+        image_token = self.backbone.config.image_token_id
+        images = _call_images(kwargs, self.backbone.config.vision_config.spatial_merge_size ** 2)
+        owner_of_token, per_row = None, [[] for _ in range(len(input_ids))]
+        if images is not None:
+            tokens, owners = images
+            per_row = images_per_row(input_ids, image_token, tokens)
+            if per_row is None:
+                self._tell("image tokens that do not match the images")
+                return None
+            device = input_ids.device
+            owner_of_token = torch.repeat_interleave(torch.tensor(owners, device=device),
+                                                     torch.tensor(tokens, device=device))
+        is_image = input_ids == image_token
+        min_split = int(is_image.any(0).nonzero().max()) + 1 if bool(is_image.any()) else 0
+        whole_rows = kwargs.get("past_key_values") is not None or bool(kwargs.get("use_cache"))
+        keys = row_keys(input_ids, image_token, owner_of_token)
+        plan = plan_sharing(keys, mask, min_split=min_split, whole_rows=whole_rows)
+        if plan is None:
+            return None
+        return dataclasses.replace(plan, images=[i for row in plan.rows.tolist() for i in per_row[row]])
+
+    def _shared(self, plan: SharePlan, kwargs: dict):
+        backbone = self.backbone
+        kwargs = dict(kwargs)
+        return_dict = kwargs.pop("return_dict", True)
+        input_ids, mask = kwargs.pop("input_ids"), kwargs.pop("attention_mask", None)
+        prefix_images = _select_images(kwargs, plan.images)  # pops the call's image kwargs
+        grid = kwargs.pop("image_grid_thw", None)
+        caller_cache, use_cache = kwargs.pop("past_key_values", None), kwargs.pop("use_cache", None)
+        mm_types = kwargs.pop("mm_token_type_ids", None)
+        positions = kwargs.pop("position_ids", None)
+        if positions is None:
+            positions = self._positions(input_ids, mask, grid, mm_types, kwargs.get("second_per_grid_ts"))
+        kwargs.pop("second_per_grid_ts", None)
+        split, rows = plan.split, plan.rows
+        length = input_ids.shape[1]
+        layers = backbone.language_model.layers
+        recording = Cache(layers=[_RecordingLayer() for _ in layers])
+        with _replayable_cache(layers):
+            prefix = self.original(
+                input_ids=input_ids[rows, :split],
+                attention_mask=None if mask is None else mask[rows, :split],
+                position_ids=positions[:, rows, :split],
+                past_key_values=recording,
+                use_cache=use_cache,
+                mm_token_type_ids=None if mm_types is None else mm_types[rows, :split],
+                return_dict=True,
+                **prefix_images,
+                **kwargs,
+            )
+            group = plan.group_of_row
+            hidden = [prefix.last_hidden_state.index_select(0, group)]
+            shared_kv = [(layer.keys.index_select(0, group), layer.values.index_select(0, group))
+                         for layer in recording.layers]
+            if split < length:
+                rest = self.original(
+                    input_ids=input_ids[:, split:],
+                    attention_mask=mask,
+                    position_ids=positions[:, :, split:],
+                    past_key_values=Cache(layers=[_PrefixLayer(k, v) for k, v in shared_kv]),
+                    use_cache=use_cache,
+                    mm_token_type_ids=None if mm_types is None else mm_types[:, split:],
+                    return_dict=True,
+                    **kwargs,
+                )
+                hidden.append(rest.last_hidden_state)
+        if caller_cache is not None:  # generation's prefill (whole rows): hand the gathered states to the caller
+            for index, (keys, values) in enumerate(shared_kv):
+                caller_cache.update(keys, values, index)
+        output = BaseModelOutputWithPast(
+            last_hidden_state=torch.cat(hidden, dim=1) if len(hidden) > 1 else hidden[0],
+            past_key_values=caller_cache if use_cache else None,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _positions(self, input_ids, mask, grid, mm_types, second_per_grid_ts) -> torch.Tensor:
+        """The full batch's rotary positions ``(3, B, L)``, as the plain forward computes them."""
+        positions = self.backbone.compute_3d_position_ids(
+            input_ids=input_ids,
+            image_grid_thw=grid,
+            video_grid_thw=None,
+            inputs_embeds=None,
+            attention_mask=mask,
+            past_key_values=None,
+            second_per_grid_ts=second_per_grid_ts,
+            mm_token_type_ids=mm_types,
+        )
+        if positions is None:  # text only: the plain forward counts 0..L-1 in every row and all three axes
+            batch, length = input_ids.shape
+            positions = torch.arange(length, device=input_ids.device).view(1, 1, -1).expand(3, batch, -1)
+        return positions
+
+
+def _call_images(kwargs: dict, merge_unit: int) -> tuple[list[int], list[int]] | None:
+    """``(tokens per image, first bit-identical image)`` of a call's images, or ``None`` without images.
+
+    Training passes pixels (``pixel_values`` + ``image_grid_thw``); generation passes the
+    images already encoded (``mm_encoder_outputs["image"].pooler_output``, one tensor per image).
+    """
+    encoded = (kwargs.get("mm_encoder_outputs") or {}).get("image")
+    if encoded is not None:
+        features = list(encoded.pooler_output)
+        tokens = [len(f) for f in features]
+        return tokens, image_owners(torch.cat(features), [[1, n, 1] for n in tokens])
+    pixels, grid = kwargs.get("pixel_values"), kwargs.get("image_grid_thw")
+    if pixels is None or grid is None:
+        return None
+    grids = grid.tolist()
+    return [t * h * w // merge_unit for t, h, w in grids], image_owners(pixels, grids)
+
+
+def _select_images(kwargs: dict, images: list[int]) -> dict:
+    """Pop the call's image kwargs; return them for the listed images only, in order."""
+    pixels = kwargs.pop("pixel_values", None)
+    encoded = (kwargs.pop("mm_encoder_outputs", None) or {}).get("image")
+    grid = kwargs.get("image_grid_thw")
+    selected = {}
+    if not images:
+        return selected
+    if grid is not None:
+        selected["image_grid_thw"] = grid.index_select(0, torch.tensor(images, dtype=torch.long, device=grid.device))
+    if encoded is not None:
+        features = list(encoded.pooler_output)
+        selected["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=[features[i] for i in images])}
+    elif pixels is not None and grid is not None:
+        sizes = grid.prod(-1).tolist()
+        starts = [0]
+        for size in sizes[:-1]:
+            starts.append(starts[-1] + size)
+        rows = [torch.arange(starts[i], starts[i] + sizes[i], device=pixels.device) for i in images]
+        selected["pixel_values"] = pixels.index_select(0, torch.cat(rows))
+    return selected
+
+
+def _active_dropout(language_model: torch.nn.Module) -> bool:
+    """Whether a forward in training mode would drop anything (dropout modules, or attention dropout)."""
+    if getattr(language_model.config, "attention_dropout", 0.0):
+        return True
+    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 and m.training for m in language_model.modules())
+
+
+@contextlib.contextmanager
+def _replayable_cache(layers):
+    """Let checkpointed decoder layers keep the (replay-safe) caches of the shared path."""
+    for layer in layers:
+        layer._can_checkpoint_with_cache = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("_can_checkpoint_with_cache", None)
+
+
+def enable_shared_prompt(model) -> None:
+    """Compute each distinct prompt once per forward of ``model``'s language backbone. Idempotent; ``None``: no-op."""
+    if model is None:
+        return
+    backbone = language_backbone(model)
+    if not isinstance(backbone.__dict__.get(ATTRIBUTE), SharedPromptForward):
+        shared = SharedPromptForward(backbone)
+        backbone.forward = shared
+        backbone.__dict__[ATTRIBUTE] = shared
+
+
+def disable_shared_prompt(model) -> None:
+    """Restore the backbone's own forward. Idempotent; ``None``: no-op."""
+    if model is None:
+        return
+    backbone = language_backbone(model)
+    if backbone.__dict__.pop(ATTRIBUTE, None) is not None:
+        backbone.__dict__.pop("forward", None)
+
+
+def shared_prompt_stats(model) -> SharedPromptStats | None:
+    """The live counters of ``model``'s shared-prompt forward, or ``None`` when it is off."""
+    shared = language_backbone(model).__dict__.get(ATTRIBUTE)
+    return shared.stats if isinstance(shared, SharedPromptForward) else None
+
+
+def language_backbone(model) -> torch.nn.Module:
+    """The module holding ``visual`` and ``language_model`` (``model.model``), through wrappers and PEFT."""
+    from vlm_grpo.speed.group_cache import unwrap
+
+    model = unwrap(model)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(base, "model", base)
+    if not (hasattr(backbone, "language_model") and hasattr(backbone, "visual")):
+        raise TypeError(f"{type(base).__name__} has no vision-language backbone (`model.model` with "
+                        "`visual` and `language_model`); the shared-prompt forward supports Qwen2-VL and Qwen2.5-VL")
+    return backbone
