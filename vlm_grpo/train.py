@@ -10,6 +10,7 @@ can be checked without the model is checked before the model is loaded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -18,12 +19,20 @@ from pathlib import Path
 
 import rewards
 from vlm_grpo.callbacks import ProgressBar, RolloutRecorder
+from vlm_grpo.checkpoints import (
+    check_save_steps,
+    disk_full_error,
+    make_crash_safe,
+    mismatch_warning_hidden,
+    resolve_resume,
+    restore_model_weights,
+)
 from vlm_grpo.config import DataArguments, RewardArguments, VisionArguments
 from vlm_grpo.data import RowSet, build_rows
 from vlm_grpo.files import atomic_write_text
 from vlm_grpo.modeling import family_of, freeze_vision, load_config, load_model, load_processor, lora_config
 from vlm_grpo.prompts import merged_templates
-from vlm_grpo.speed import enable_group_image_cache
+from vlm_grpo.speed import enable_group_image_cache, enable_shared_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +102,7 @@ def build_grpo_trainer(args, model_args, data_args, vision_args, reward_args):
     from trl import GRPOTrainer
 
     reward_funcs = resolve_rewards(reward_args, args.reward_weights)
+    check_save_steps(args)
     prepared = prepare(args, model_args, data_args, vision_args)
     recorder = RolloutRecorder(args.output_dir, reward_args.rollout_log_steps, rank=args.process_index)
     reward_funcs = [recorder.wrap(f, first=i == 0) for i, f in enumerate(reward_funcs)]
@@ -110,6 +120,10 @@ def build_grpo_trainer(args, model_args, data_args, vision_args, reward_args):
         # Each distinct image is resized and encoded once per batch; TRL's own reference model too.
         enable_group_image_cache(trainer.model, trainer.processing_class)
         enable_group_image_cache(trainer.ref_model)
+    if vision_args.group_shared_prompt:
+        # Each distinct prompt runs once per forward, in generation's prefill and every log-prob pass.
+        enable_shared_prompt(trainer.model)
+        enable_shared_prompt(trainer.ref_model)
     _use_compact_progress(trainer)
     _add_eval_callback(trainer, prepared, data_args, reward_args)
     return trainer, prepared
@@ -133,25 +147,26 @@ def _add_eval_callback(trainer, prepared: Prepared, data_args: DataArguments, re
     trainer.add_callback(callback)
 
 
-def resume_arg(value):
-    """``resume_from_checkpoint``: a path, or ``true`` for the latest checkpoint in output_dir."""
-    if isinstance(value, str) and value.lower() in {"true", "latest"}:
-        return True
-    if isinstance(value, str) and value.lower() in {"false", "none", ""}:
-        return None
-    if value and not Path(value).is_dir():
-        raise ValueError(f"resume_from_checkpoint={value!r} is not a folder; give a checkpoint-N folder or `true`")
-    return value
-
-
 def run_training(trainer, resume, kind: str = "GRPO") -> dict:
-    """Train, save the final model and processor, and print a one-line summary. Returns the summary."""
+    """Train, save the final model and processor, and print a one-line summary. Returns the summary.
+
+    ``resume`` is ``resume_from_checkpoint``: ``true`` and ``auto`` resume from the newest
+    *complete* checkpoint (see ``vlm_grpo.checkpoints``); a full disk becomes a ``DiskFullError``
+    that says which checkpoint is intact.
+    """
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume_arg(resume))
     output_dir = Path(trainer.args.output_dir)
-    save_final(trainer, output_dir)
-    if trainer.is_world_process_zero():
-        atomic_write_text(output_dir / "training_log.json", json.dumps(trainer.state.log_history, indent=1) + "\n")
+    make_crash_safe(trainer)
+    checkpoint = resolve_resume(resume, output_dir, is_main_process=trainer.is_world_process_zero())
+    if checkpoint and trainer.is_world_process_zero():
+        print(f"resuming from {checkpoint}", flush=True)
+    restored = bool(checkpoint) and restore_model_weights(trainer, checkpoint)
+    with _disk_full_explained(output_dir), mismatch_warning_hidden(restored):
+        trainer.train(resume_from_checkpoint=checkpoint)
+    with _disk_full_explained(output_dir, final_save=True):
+        save_final(trainer, output_dir)
+        if trainer.is_world_process_zero():
+            atomic_write_text(output_dir / "training_log.json", json.dumps(trainer.state.log_history, indent=1) + "\n")
     progress = next((c for c in trainer.callback_handler.callbacks if isinstance(c, ProgressBar)), None)
     summary = {
         "steps": trainer.state.global_step,
@@ -166,6 +181,17 @@ def run_training(trainer, resume, kind: str = "GRPO") -> dict:
             f"model and processor saved to {output_dir}"
         )
     return summary
+
+
+@contextlib.contextmanager
+def _disk_full_explained(output_dir: Path, final_save: bool = False):
+    try:
+        yield
+    except Exception as err:
+        full = disk_full_error(err, output_dir, final_save=final_save)
+        if full is None:
+            raise
+        raise full from err
 
 
 def save_final(trainer, output_dir: Path) -> None:

@@ -9,6 +9,7 @@ is a checkpoint `vlm-grpo train` can start from.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from vlm_grpo.commands.train import add_arguments, argv_of
 
@@ -20,11 +21,17 @@ __all__ = ["add_arguments", "run", "PASSTHROUGH"]
 def run(args: argparse.Namespace) -> int:
     from trl import SFTConfig
 
+    from vlm_grpo.checkpoints import DiskFullError
     from vlm_grpo.config import SFT_DEFAULTS, parse
     from vlm_grpo.sft import build_sft_trainer
     from vlm_grpo.train import run_training
 
     sft_args, model_args, data_args, vision_args, _ = parse(SFTConfig, SFT_DEFAULTS, argv_of(args))
     trainer, _ = build_sft_trainer(sft_args, model_args, data_args, vision_args)
-    run_training(trainer, sft_args.resume_from_checkpoint, kind="SFT")
+    try:
+        run_training(trainer, sft_args.resume_from_checkpoint, kind="SFT")
+    except DiskFullError as err:
+        # Not a bug: the message says which checkpoint is intact and how to resume.
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0

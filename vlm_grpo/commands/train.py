@@ -10,12 +10,14 @@ Any key of the YAML file can be overridden on the command line. Multi-GPU:
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 PASSTHROUGH = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from vlm_grpo.checkpoints import DiskFullError
     from vlm_grpo.config import project_keys_help
 
     parser.add_argument("--config", help="YAML file of training keys; --key value pairs after it override it")
@@ -34,5 +36,10 @@ def run(args: argparse.Namespace) -> int:
 
     grpo_args, model_args, data_args, vision_args, reward_args = parse(GRPOConfig, GRPO_DEFAULTS, argv_of(args))
     trainer, _ = build_grpo_trainer(grpo_args, model_args, data_args, vision_args, reward_args)
-    run_training(trainer, grpo_args.resume_from_checkpoint)
+    try:
+        run_training(trainer, grpo_args.resume_from_checkpoint)
+    except DiskFullError as err:
+        # Not a bug: the message says which checkpoint is intact and how to resume.
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
