@@ -7,7 +7,8 @@ What happens to each source image (:func:`store_image`):
    Only the raster formats in :data:`SOURCE_FORMATS` are decoded: Pillow's other plugins
    (EPS, which runs Ghostscript; FITS, GRIB, WMF ...) are refused with reason
    ``unsupported_image``. Any error Pillow raises on malformed bytes is a ``corrupt_image``
-   rejection, never a crash.
+   rejection, never a crash. Only regular files up to :data:`MAX_IMAGE_BYTES` are read,
+   so a source naming ``/dev/zero`` or a FIFO cannot hang prep or exhaust its memory.
 2. Decompression bombs are rejected: an image whose header announces more than
    ``PIL.Image.MAX_IMAGE_PIXELS`` pixels is refused before its pixels are decoded.
 3. It is converted to 8-bit RGB: CMYK, paletted, grayscale, 16/32-bit integer and float
@@ -30,6 +31,7 @@ import io
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -45,6 +47,10 @@ ImageInput = Union[Path, bytes, Image.Image]
 #: Pillow formats prep decodes. Datasets ship photographs and renderings in these; the
 #: other plugins are either not raster images or call out to external programs.
 SOURCE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "JPEG2000")
+
+#: Largest image file read, in bytes: above any image within Pillow's pixel limit
+#: (89.5M pixels x 4 channels x 2 bytes, uncompressed), far below a machine's memory.
+MAX_IMAGE_BYTES = 1 << 30
 
 _KEEP_AS_IS = {"JPEG": "jpg", "PNG": "png"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
@@ -115,15 +121,42 @@ def _bomb(label: str, pixels: str) -> PrepError:
 
 
 def _read(source: Path) -> bytes:
+    """The bytes of a regular file of at most :data:`MAX_IMAGE_BYTES`.
+
+    A source may name anything (``/dev/zero``, a FIFO, a 50 GB disk image): the file is
+    opened without blocking and checked with ``fstat`` on the open descriptor before a
+    byte is read, so such a name is a clean rejection, not a hang or an exhausted memory.
+    """
     label = describe(source)
     try:
-        return source.read_bytes()
+        fd = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise PrepError(f"image {label} not found", reason="missing_image") from None
     except OSError as exc:
         raise PrepError(f"image {label} cannot be read ({exc.strerror or exc})", reason="missing_image") from None
     except ValueError as exc:  # a NUL byte or a lone surrogate in the name
         raise PrepError(f"image path {str(source)!r} is not a valid file name ({exc})", reason="missing_image") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise PrepError(f"image {label} is not a regular file", reason="missing_image")
+        if info.st_size > MAX_IMAGE_BYTES:
+            raise PrepError(
+                f"image {label} is {info.st_size} bytes, over the {MAX_IMAGE_BYTES} bytes prep reads "
+                "(data_prep.images.MAX_IMAGE_BYTES)",
+                reason="decompression_bomb",
+            )
+        chunks, size = [], 0
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_IMAGE_BYTES:  # the file grew while being read
+                raise PrepError(f"image {label} grew past {MAX_IMAGE_BYTES} bytes while read", reason="decompression_bomb")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise PrepError(f"image {label} cannot be read ({exc.strerror or exc})", reason="missing_image") from None
+    finally:
+        os.close(fd)
 
 
 def _unsupported(data: bytes) -> str | None:

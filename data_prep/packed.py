@@ -54,7 +54,9 @@ class PrepError(ValueError):
     """
 
     def __init__(self, message: str, *, reason: str = "invalid_record") -> None:
-        super().__init__(message)
+        # One line: messages quote library errors (pyarrow's span several lines), and the CLI
+        # prints exactly one `error: ...` line.
+        super().__init__(" ".join(line.strip() for line in message.splitlines() if line.strip()))
         self.reason = reason
 
 

@@ -10,18 +10,22 @@ a fixed budget on any input, from any thread or process. Three layers:
 2. **Guards** (:func:`guard_reason`), pure string checks that keep out what
    could run long *inside a single C call*, where no timeout can interrupt:
    length, bracket nesting, digit runs, power towers and large exponents,
-   factorials of large numbers. A guarded answer scores 0.
+   factorials of large numbers (and of products or powers of small ones).
+   A guarded answer scores 0.
 3. **Deadline.** math-verify's own timeouts are off (they use signals); the
    parse + verify runs under :func:`rewards.deadline.call_with_deadline`
    (``budget_s``), which bounds everything that runs Python bytecode.
 
 Departures from plain math-verify: answers over ``MAX_CHARS`` characters, with
-power towers (``a^{b^{c}}``), or with exponents whose literals multiply past
-``MAX_EXPONENT_PRODUCT`` are scored 0 unless they match the solution exactly.
+power towers (``a^{b^{c}}``), with exponents whose literals multiply past
+``MAX_EXPONENT_PRODUCT``, or with a factorial-like operator next to a power or
+numbers multiplying past ``MAX_FACTORIAL_PRODUCT`` are scored 0 unless they
+match the solution exactly.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from functools import lru_cache
@@ -39,6 +43,9 @@ MAX_EXPONENT_PRODUCT = 10_000
 """Bound on the product, over all powers, of the numbers in their exponents."""
 MAX_FACTORIAL_ARG = 1000
 """Largest number allowed next to a factorial-like operator."""
+MAX_FACTORIAL_PRODUCT = 100_000
+"""Bound on the product of all numbers of an answer with a factorial-like operator
+(sympy's factorial of 10^5 takes 0.1 s, of 3 * 10^5 already over 1 s, in C calls)."""
 DEFAULT_BUDGET_S = 1.0
 """Wall-clock budget for one parse + verify."""
 
@@ -121,7 +128,13 @@ def guard_reason(text: str) -> str | None:
     if "!" in text.replace("!=", "").replace("\\!", "") or _FACTORIAL_WORDS.search(text):
         if "!!" in text or re.search(r"[)}\]]\s*!", text):
             return "nested factorial"
-        if any(value > MAX_FACTORIAL_ARG for value in _numbers(text)):
+        numbers = _numbers(text)
+        if any(value > MAX_FACTORIAL_ARG for value in numbers):
+            return "factorial too large"
+        # \Gamma(10^{9}) or \Gamma(999 \cdot 999): small literals, a huge argument.
+        if _POWER.search(text):
+            return "factorial with a power"
+        if math.prod(max(value, 1.0) for value in numbers) > MAX_FACTORIAL_PRODUCT:
             return "factorial too large"
     return None
 

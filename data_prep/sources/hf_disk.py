@@ -28,9 +28,10 @@ def _load(spec: SourceSpec, options: SourceOptions) -> Any:
         raise PrepError(f"input {path} not found; --format hf-disk needs the save_to_disk directory", reason="missing_input")
     try:
         dataset = load_from_disk(str(path))
-    except (FileNotFoundError, ValueError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a damaged folder fails in many ways (KeyError in state.json ...)
         raise PrepError(
-            f"{path}: not a dataset saved with datasets.save_to_disk ({exc})", reason="malformed_input"
+            f"{path}: not a dataset saved with datasets.save_to_disk ({type(exc).__name__}: {exc})",
+            reason="malformed_input",
         ) from None
     if isinstance(dataset, DatasetDict):
         splits = list(dataset)
@@ -45,6 +46,21 @@ def _load(spec: SourceSpec, options: SourceOptions) -> Any:
     return dataset
 
 
+def _row_batches(dataset: Any, label: str) -> Iterator[list[dict[str, Any]]]:
+    """The dataset's rows in batches; a damaged Arrow file raises PrepError naming the dataset."""
+    batches = dataset.with_format("arrow").iter(batch_size=BATCH_ROWS)
+    while True:
+        try:
+            batch = next(batches, None)
+            if batch is None:
+                return
+            rows = batch.to_pylist()
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types on damaged data
+            raise PrepError(f"{label}: cannot read its Arrow data ({type(exc).__name__}: {exc})",
+                            reason="malformed_input") from None
+        yield rows
+
+
 def read(spec: SourceSpec, options: SourceOptions) -> Iterator[SourceItem | Rejected]:
     """Yield one item per row; a bad row becomes :class:`Rejected`, a bad dataset raises."""
     dataset = _load(spec, options)
@@ -53,8 +69,8 @@ def read(spec: SourceSpec, options: SourceOptions) -> Iterator[SourceItem | Reje
     root = spec.image_root or spec.input
     stem = stem_of(spec.input)
     index = 0
-    for batch in dataset.with_format("arrow").iter(batch_size=BATCH_ROWS):
-        for row in batch.to_pylist():
+    for rows in _row_batches(dataset, label):
+        for row in rows:
             where = f"{label} row {index}"
             try:
                 yield row_to_item(row, index=index, columns=columns, stem=stem, where=where, root=root, options=options)

@@ -59,9 +59,10 @@ def read(spec: SourceSpec, options: SourceOptions) -> Iterator[SourceItem | Reje
     for file in parquet_files(spec.input):
         try:
             table = pq.ParquetFile(file)
-        except (pa.ArrowException, OSError) as exc:
+            names = table.schema_arrow.names
+        except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: undecodable column names
             raise PrepError(f"{file}: not a readable Parquet file ({exc})", reason="malformed_input") from None
-        columns = resolve_columns(table.schema_arrow.names, options, str(file))
+        columns = resolve_columns(names, options, str(file))
         root = spec.image_root or file.parent
         index = 0
         for rows in _row_batches(table, file):
