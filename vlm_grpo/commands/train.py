@@ -17,7 +17,6 @@ PASSTHROUGH = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from vlm_grpo.checkpoints import DiskFullError
     from vlm_grpo.config import project_keys_help
 
     parser.add_argument("--config", help="YAML file of training keys; --key value pairs after it override it")
@@ -31,6 +30,7 @@ def argv_of(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from trl import GRPOConfig
 
+    from vlm_grpo.checkpoints import DiskFullError
     from vlm_grpo.config import GRPO_DEFAULTS, parse
     from vlm_grpo.train import build_grpo_trainer, run_training
 
