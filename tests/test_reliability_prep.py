@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from prep_helpers import leftovers, run_cli
-from reliability_figures import bounded, write_area
+from reliability_figures import REPO, bounded, write_area
 from reliability_fuzz import MAKERS, encode, png_with_size, write_shared
 
 from data_prep.packed import load_packed
@@ -135,6 +135,8 @@ VLM_CASES = [
     ("decompression bomb (real Pillow limit)", _line("b", image="bomb.png"),
      r"record 'b': image .*bomb\.png has 400000000 pixels, over Pillow's decompression-bomb limit",
      "decompression_bomb"),
+    ("/dev/zero as the image (would never end)", _line("dz", image="/dev/zero"),
+     r"record 'dz': image /dev/zero is not a regular file", "missing_image"),
     ("EPS (would run Ghostscript)", _line("g", image="pic.eps"),
      r"record 'g': image .*pic\.eps is in EPS format, which prep does not decode", "unsupported_image"),
 ]
@@ -149,6 +151,17 @@ def test_vlm_r1_bad_data(tmp_path, name, line, message, reason):
     assert outcome.kind == "error" and re.search(message, outcome.message), outcome.message
     skipped = prep([*argv, "--skip-invalid"], tmp_path / "out", ["d.jsonl"])
     assert (skipped.kind, skipped.records, skipped.skipped) == ("packed", 1, {reason: 1})
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_fifo_and_directory_named_as_images(tmp_path):
+    argv = _vlm(tmp_path, GOOD, _line("f", image="pipe.png"), _line("d", image="folder.png"))
+    os.mkfifo(tmp_path / "src" / "pipe.png")  # reading it would block forever
+    (tmp_path / "src" / "folder.png").mkdir()
+    outcome = prep(argv, tmp_path / "out", ["d.jsonl"])
+    assert re.search(r"d\.jsonl:2: record 'f': image .*pipe\.png is not a regular file", outcome.message)
+    skipped = prep([*argv, "--skip-invalid"], tmp_path / "out", ["d.jsonl"])
+    assert (skipped.records, skipped.skipped) == (1, {"missing_image": 2})
 
 
 @pytest.mark.parametrize(
@@ -353,3 +366,25 @@ def test_fuzz_prep_every_format(tmp_path, monkeypatch):
                "output was re-read with `load_packed` and each of its images decoded."),
     )
     assert not failures, f"{len(failures)} broken inputs; first ones:\n" + "\n".join(failures[:5])
+
+
+# --- the figures file and docs/RELIABILITY.md -------------------------------------------------
+
+
+def test_figures_render_into_the_reliability_report(tmp_path, monkeypatch):
+    import importlib.util
+
+    monkeypatch.setenv("RELIABILITY_RESULTS", str(tmp_path / "results"))
+    write_area("b_area", "Second area", [{"case": "x", "tried": 3, "outcome": "ok", "max s": 0.25}], wall_s=1.04)
+    write_area("a_area", "First area", [{"case": "y", "tried": 1000, "outcome": "fine"}], notes="A note.")
+    with pytest.raises(ValueError, match="lacks"):
+        write_area("bad", "Bad", [{"case": "z"}])
+    spec = importlib.util.spec_from_file_location("reliability_report", REPO / "scripts" / "reliability_report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    assert report.main(["--output", str(tmp_path / "R.md")]) == 0
+    text = (tmp_path / "R.md").read_text()
+    assert text.index("## First area") < text.index("## Second area")  # file-name order
+    assert "| case | tried | outcome | max s |" in text and "| x | 3 | ok | 0.25 |" in text
+    assert "1,003 generated inputs and faults in 2 area(s)" in text and "A note." in text and "(took 1 s)" in text
+    assert "make test-slow && .venv/bin/python scripts/reliability_report.py" in text
