@@ -171,7 +171,10 @@ def _box_from_json(obj: Any, depth: int = 0) -> list[float] | None:
     if not isinstance(obj, list) or not obj:
         return None
     if len(obj) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in obj):
-        return [float(v) for v in obj]
+        try:
+            return [float(v) for v in obj]
+        except OverflowError:  # a JSON integer with hundreds of digits is not a coordinate
+            return None
     if isinstance(obj[0], (dict, list)):
         return _box_from_json(obj[0], depth + 1)
     return None

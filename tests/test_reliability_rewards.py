@@ -66,6 +66,7 @@ FIXED = [
     "<think>t</think><answer>[0, 0, 1e308, 1e308]</answer>",
     "<think>t</think><answer>[1e999, 0, 5, 5]</answer>",
     "<think>t</think><answer>[" + "9" * 5000 + ", 0, 5, 5]</answer>",
+    "<think>t</think><answer>[" + "1" * 400 + ", 0, 5, 5]</answer>",  # found by the slow tier: float() overflowed
     "<think>t</think></answer><answer>3</answer><answer>",
     "<answer><answer><answer>3</answer></answer></answer>",
     "<think><answer>3</think></answer>",
