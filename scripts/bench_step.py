@@ -1,20 +1,31 @@
-"""Benchmark of the group image cache: full GRPO steps with the cache on and off, in one run.
+"""Benchmark of the group-aware forward: full GRPO steps with a speed feature on and off, in one run.
 
-    python scripts/bench_step.py [--quick] [--pairs N] [--warmup N] [--num-generations 8]
-                                 [--completion-tokens 32] [--shapes tiny scaled] [--threads N]
+    python scripts/bench_step.py [--feature image_cache|shared_prompt|all] [--quick] [--pairs N] [--warmup N]
+                                 [--num-generations 8] [--shapes tiny scaled] [--threads N]
+
+Features:
+- ``image_cache`` (the group image cache, :mod:`vlm_grpo.speed.group_cache`):
+  each distinct image resized and encoded once per batch. Compared on and
+  off; shapes ``tiny`` and ``scaled`` at 144 image tokens, 32-token
+  completions; vision tower trainable, and frozen.
+- ``shared_prompt`` (:mod:`vlm_grpo.speed.shared_prompt`): the language model
+  runs each distinct prompt once per forward. Compared on and off with the
+  image cache on in both; the ``scaled`` model with a ~1000-token image prompt
+  (868x868 px: 961 image tokens) and 256-token completions; vision tower
+  trainable.
 
 Each step is TRL's real ``GRPOTrainer`` step: generation with transformers
 ``generate`` (completions forced to ``max_completion_length`` tokens so every
 step has the same shapes), the reference log-prob pass, the GRPO loss, the
 backward and the optimizer step. One prompt per step, ``num_generations`` (G,
-default 8) completions of it. Within one training run the cache is switched on
-and off between steps in the order off,on,on,off,... (after ``--warmup`` steps
-that are not counted), so both modes see the same machine load and the same
-model; the time of a step runs from the trainer's ``on_step_begin`` to its
-``on_step_end`` (data loading excluded, identical in both modes). ``speedup``
-is the median off-step time over the median on-step time; ``speedup_of_fastest``
-compares each mode's fastest step, the one least disturbed by other work on a
-shared machine.
+default 8) completions of it. Within one training run the feature is switched
+on and off between steps in the order off,on,on,off,... (after ``--warmup``
+steps that are not counted), so both modes see the same machine load and the
+same model; the time of a step runs from the trainer's ``on_step_begin`` to
+its ``on_step_end`` (data loading excluded, identical in both modes).
+``speedup`` is the median off-step time over the median on-step time;
+``speedup_of_fastest`` compares each mode's fastest step, the one least
+disturbed by other work on a shared machine.
 
 Shapes:
 - ``tiny``: the offline tiny model (default ``TinySpec``), 112x112 synthetic
@@ -28,15 +39,15 @@ Shapes:
   (4 layers, 4 heads, 2 KV heads, MLP 5.375x as in 3B), a vision tower of
   width 80 (= 128 * 1280 / 2048, 3B's vision/text width ratio; one 80-wide
   head as in 3B; 4 blocks, the last with full attention, 112 px windows as in
-  3B) and 336x336 images (144 image tokens); the vision MLP width is then
-  solved so that the ratio, counted on the scaled model's own sequence (144
-  image tokens + its prompt's text tokens + the completion length), equals
-  3B's: it comes out at 232 (2.9x the width; 3B: 2.67x). Both ratios are
-  printed and written to the JSON line.
+  3B); the vision MLP width is solved so that the ratio, counted on the
+  image-cache sequence (336x336 images: 144 image tokens, + its prompt's text
+  tokens + 32 completion tokens), equals 3B's: it comes out at 232 (2.9x the
+  width; 3B: 2.67x). The same model serves both features; only the image size
+  and completion length of the data differ. Ratios are printed and written to
+  the JSON line.
 
-Settings: vision tower trainable, and frozen (``freeze_vision``, merger
-included). ``--quick`` runs the scaled shape only, with fewer steps (under 3
-minutes on 2 CPU cores).
+``--quick`` runs the scaled shape only, with fewer steps (under 3 minutes on 2
+CPU cores for the image cache).
 
 Memory: peak tensor memory of one step per mode, from torch's CPU memory
 profiler (``torch.profiler.profile(profile_memory=True)``): the highest running
@@ -66,7 +77,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import torch  # noqa: E402
 
-from vlm_grpo.speed import cache_stats, disable_group_image_cache, enable_group_image_cache  # noqa: E402
+from vlm_grpo.speed import (  # noqa: E402
+    cache_stats,
+    disable_group_image_cache,
+    disable_shared_prompt,
+    enable_group_image_cache,
+    enable_shared_prompt,
+    shared_prompt_stats,
+)
 from vlm_grpo.speed.flops import TextShape, VisionShape, text_flops, vision_flops, vision_text_ratio  # noqa: E402
 from vlm_grpo.tiny import TinySpec  # noqa: E402
 
@@ -77,9 +95,53 @@ TEXT_3B = TextShape(hidden=2048, layers=36, heads=16, kv_heads=2, intermediate=1
 REFERENCE_SEQUENCE = {"image_tokens": 1000, "text_tokens": 100, "completion_tokens": 128}
 
 SCALED_IMAGE = 336  # pixels per side: (336 / 28)^2 = 144 image tokens
+SCALED_COMPLETION = 32  # completion tokens of the sequence the scaled model's FLOPs ratio is solved on
 SCALED_TEXT = {"text_hidden": 128, "text_layers": 4, "text_heads": 4, "text_kv_heads": 2, "text_intermediate": 688}
 SCALED_VISION = {"vision_hidden": 80, "vision_depth": 4, "vision_heads": 1}  # 80 = 128 * 1280 / 2048
 SCALED_WINDOW, SCALED_FULL_BLOCKS = 112, [3]
+
+
+@dataclasses.dataclass(frozen=True)
+class Feature:
+    """A speed feature under test: how to switch it, what it counts, and the workload it is measured on."""
+
+    name: str
+    image_side: int | None  # scaled shape's image side (tiny keeps 112)
+    completion_tokens: int
+    settings: tuple[bool, ...]  # vision frozen?
+
+
+FEATURES = {
+    "image_cache": Feature("image_cache", SCALED_IMAGE, SCALED_COMPLETION, (False, True)),
+    "shared_prompt": Feature("shared_prompt", 868, 256, (False,)),  # (868 / 28)^2 = 961 image tokens
+}
+
+
+def switch_feature(feature: str, on: bool, targets) -> None:
+    """Turn ``feature`` on or off on (model, processor) pairs; the shared prompt runs with the image cache on."""
+    for model, processor in targets:
+        if model is None:
+            continue
+        if feature == "image_cache":
+            (enable_group_image_cache if on else disable_group_image_cache)(model, processor)
+        else:
+            enable_group_image_cache(model, processor)
+            (enable_shared_prompt if on else disable_shared_prompt)(model)
+
+
+def feature_counts(feature: str, model) -> tuple[int, int]:
+    """(requested, computed) since the step began: images (image cache) or language-model tokens (shared prompt)."""
+    if feature == "image_cache":
+        stats = cache_stats(model)
+        return stats.requested, stats.encoded
+    stats = shared_prompt_stats(model)
+    return stats.requested_tokens, stats.computed_tokens
+
+
+def reset_counts(feature: str, model) -> None:
+    stats = cache_stats(model) if feature == "image_cache" else shared_prompt_stats(model)
+    if stats is not None:
+        stats.reset()
 
 
 @dataclasses.dataclass
@@ -96,6 +158,7 @@ class Shape:
 
 @dataclasses.dataclass
 class Result:
+    feature: str
     shape: str
     setting: str
     off: list[float]
@@ -108,7 +171,9 @@ class Result:
     def row(self) -> dict:
         median = statistics.median
         mib = lambda peak: None if peak is None else round(peak / 2**20, 1)  # noqa: E731
+        counted = "vision_images" if self.feature == "image_cache" else "lm_tokens"
         return {
+            "feature": self.feature,
             "shape": self.shape,
             "setting": self.setting,
             "steps_each": len(self.on),
@@ -119,8 +184,8 @@ class Result:
             "speedup_of_fastest": round(min(self.off) / min(self.on), 3),
             "off_peak_mib": mib(self.off_peak),
             "on_peak_mib": mib(self.on_peak),
-            "vision_images_requested": self.requested,
-            "vision_images_encoded": self.encoded,
+            f"{counted}_requested": self.requested,
+            f"{counted}_{'encoded' if counted == 'vision_images' else 'computed'}": self.encoded,
             "off_times_s": [round(x, 3) for x in self.off],
             "on_times_s": [round(x, 3) for x in self.on],
         }
@@ -180,15 +245,15 @@ def _save(spec: TinySpec, path: Path, window_size: int | None, full_blocks: list
     processor.save_pretrained(path)
 
 
-def build_shape(name: str, workdir: Path, completion_tokens: int, target: float) -> Shape:
-    """Save the shape's model and a synthetic dataset of its image size under ``workdir``."""
+def build_shape(name: str, workdir: Path, feature: Feature, target: float) -> Shape:
+    """Save the shape's model and a synthetic dataset of the feature's image size under ``workdir``."""
     from vlm_grpo.tiny import build_config, build_processor, build_tokenizer
 
-    model_dir, data_dir = workdir / f"{name}-model", workdir / f"{name}-data"
+    model_dir, data_dir = workdir / f"{name}-{feature.name}-model", workdir / f"{name}-{feature.name}-data"
     if name == "tiny":
         spec, image_side, window, full_blocks = TinySpec(), 112, None, None
     else:
-        image_side, window, full_blocks = SCALED_IMAGE, SCALED_WINDOW, SCALED_FULL_BLOCKS
+        image_side, window, full_blocks = feature.image_side, SCALED_WINDOW, SCALED_FULL_BLOCKS
         pixels = image_side * image_side
         spec = TinySpec(**SCALED_TEXT, **SCALED_VISION, vision_intermediate=8, min_pixels=pixels, max_pixels=pixels)
     _make_data(data_dir, image_side, 24)
@@ -198,17 +263,18 @@ def build_shape(name: str, workdir: Path, completion_tokens: int, target: float)
     config = build_config(tokenizer, spec)
     text = TextShape.of(config.text_config)
     vision = VisionShape.of(config.vision_config)
-    if name == "scaled":  # 3B's windows; the MLP width that gives 3B's FLOPs ratio
+    if name == "scaled":  # 3B's windows; the MLP width that gives 3B's FLOPs ratio on the reference sequence
         vision = dataclasses.replace(vision, window_size=window, full_blocks=len(full_blocks))
+        reference = ((SCALED_IMAGE // 28) ** 2, text_tokens, SCALED_COMPLETION)
         vision = min(
             (dataclasses.replace(vision, intermediate=width) for width in range(8, 4096, 8)),
-            key=lambda v: abs(vision_text_ratio(v, text, image_tokens, text_tokens, completion_tokens) - target),
+            key=lambda v: abs(vision_text_ratio(v, text, *reference) - target),
         )
         spec = dataclasses.replace(spec, vision_intermediate=vision.intermediate)
     _save(spec, model_dir, window, full_blocks)
-    ratio = vision_text_ratio(vision, text, image_tokens, text_tokens, completion_tokens)
+    ratio = vision_text_ratio(vision, text, image_tokens, text_tokens, feature.completion_tokens)
     sizes = {"text": dataclasses.asdict(text), "vision": dataclasses.asdict(vision), "image_side": image_side}
-    return Shape(name, model_dir, data_dir, image_tokens, text_tokens, completion_tokens, ratio, sizes)
+    return Shape(name, model_dir, data_dir, image_tokens, text_tokens, feature.completion_tokens, ratio, sizes)
 
 
 # ---- the timed run ----------------------------------------------------------------------------------------------
@@ -227,7 +293,7 @@ def schedule(warmup: int, pairs: int) -> list[str]:
     return warm + [mode for pair in timed for mode in pair] + ["memory-off", "memory-on"]
 
 
-def run_setting(shape: Shape, frozen: bool, args) -> Result:
+def run_setting(feature: str, shape: Shape, frozen: bool, args) -> Result:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
@@ -248,16 +314,14 @@ def run_setting(shape: Shape, frozen: bool, args) -> Result:
     )
     trainer = GRPOTrainer(model=model, reward_funcs=[_variety], args=config, train_dataset=rows.to_hf(),
                           processing_class=processor)
-    result = Result(shape.name, "vision_frozen" if frozen else "vision_trainable", [], [], None, None, 0, 0)
+    result = Result(feature, shape.name, "vision_frozen" if frozen else "vision_trainable", [], [], None, None, 0, 0)
     targets = [(trainer.model, trainer.processing_class), (trainer.ref_model, None)]
 
     class Switch(TrainerCallback):
         def on_step_begin(self, _args, state, control, **kwargs):
             self.mode = modes[state.global_step]
-            switch = enable_group_image_cache if self.mode.endswith("on") else disable_group_image_cache
-            for target_model, target_processor in targets:
-                if target_model is not None:
-                    switch(target_model, target_processor)
+            switch_feature(feature, self.mode.endswith("on"), targets)
+            reset_counts(feature, trainer.model)
             self.profiler = None
             if self.mode.startswith("memory"):
                 cpu = [torch.profiler.ProfilerActivity.CPU]
@@ -275,11 +339,11 @@ def run_setting(shape: Shape, frozen: bool, args) -> Result:
                 return
             getattr(result, self.mode).append(elapsed)
             if self.mode == "on":
-                stats = cache_stats(trainer.model)
-                result.requested += stats.requested
-                result.encoded += stats.encoded
+                requested, computed = feature_counts(feature, trainer.model)
+                result.requested += requested
+                result.encoded += computed
             step = f"step {state.global_step:>2} {self.mode:<3} {elapsed:6.2f}s"
-            print(f"  {shape.name:<6} {result.setting:<16} {step}", file=sys.stderr, flush=True)
+            print(f"  {feature:<13} {shape.name:<6} {result.setting:<16} {step}", file=sys.stderr, flush=True)
 
     trainer.add_callback(Switch())
     trainer.train()
@@ -287,24 +351,28 @@ def run_setting(shape: Shape, frozen: bool, args) -> Result:
 
 
 def print_table(rows: list[dict]) -> None:
-    header = (f"{'shape':<7} {'setting':<17} {'steps':>5} {'off s':>7} {'on s':>7} {'speedup':>8} {'fastest':>8} "
-              f"{'off MiB':>8} {'on MiB':>8} {'images enc/req':>15}")
+    header = (f"{'feature':<13} {'shape':<7} {'setting':<17} {'steps':>5} {'off s':>7} {'on s':>7} {'speedup':>8} "
+              f"{'fastest':>8} {'off MiB':>8} {'on MiB':>8} {'computed/requested':>22}")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['shape']:<7} {r['setting']:<17} {r['steps_each']:>5} {r['off_median_s']:>7.2f} "
+        unit = "images" if r["feature"] == "image_cache" else "tokens"
+        requested = r.get("vision_images_requested", r.get("lm_tokens_requested"))
+        computed = r.get("vision_images_encoded", r.get("lm_tokens_computed"))
+        print(f"{r['feature']:<13} {r['shape']:<7} {r['setting']:<17} {r['steps_each']:>5} {r['off_median_s']:>7.2f} "
               f"{r['on_median_s']:>7.2f} {r['speedup']:>7.2f}x {r['speedup_of_fastest']:>7.2f}x "
               f"{r['off_peak_mib'] or float('nan'):>8.1f} {r['on_peak_mib'] or float('nan'):>8.1f} "
-              f"{r['vision_images_encoded']:>7}/{r['vision_images_requested']}")
+              f"{f'{computed}/{requested} {unit}':>22}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="scaled shape only, fewer steps (under 3 minutes)")
+    parser.add_argument("--feature", choices=(*FEATURES, "all"), default="all",
+                        help="which speed feature to switch on and off (default: all)")
+    parser.add_argument("--quick", action="store_true", help="scaled shape only, fewer steps")
     parser.add_argument("--pairs", type=int, default=None, help="timed off/on pairs per setting (default 12; quick 8)")
     parser.add_argument("--warmup", type=int, default=None, help="uncounted steps per setting (default 2)")
     parser.add_argument("--num-generations", type=int, default=8)
-    parser.add_argument("--completion-tokens", type=int, default=32)
     parser.add_argument("--shapes", nargs="+", choices=("tiny", "scaled"), default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
@@ -320,16 +388,20 @@ def main(argv: list[str] | None = None) -> int:
     vision_3b, text_3b = reference_shapes()
     target = vision_text_ratio(vision_3b, text_3b, **REFERENCE_SEQUENCE)
     workdir = Path(tempfile.mkdtemp(prefix="bench_step_"))
+    features = list(FEATURES) if args.feature == "all" else [args.feature]
     results, built = [], []
     try:
-        for name in shapes:
-            shape = build_shape(name, workdir, args.completion_tokens, target)
-            built.append(shape)
-            print(f"{name}: vision/LM FLOPs ratio {shape.ratio:.3f} (3B: {target:.3f}); {shape.image_tokens} image + "
-                  f"{shape.text_tokens} text + {shape.completion_tokens} completion tokens", file=sys.stderr)
-            for frozen in (False, True):
-                with contextlib.redirect_stdout(sys.stderr):
-                    results.append(run_setting(shape, frozen, args))
+        for feature in features:
+            names = shapes if feature == "image_cache" else ["scaled"]
+            for name in names:
+                shape = build_shape(name, workdir, FEATURES[feature], target)
+                built.append((feature, shape))
+                print(f"{feature} {name}: vision/LM FLOPs ratio {shape.ratio:.3f} (3B: {target:.3f}); "
+                      f"{shape.image_tokens} image + {shape.text_tokens} text + {shape.completion_tokens} "
+                      "completion tokens", file=sys.stderr)
+                for frozen in FEATURES[feature].settings:
+                    with contextlib.redirect_stdout(sys.stderr):
+                        results.append(run_setting(feature, shape, frozen, args))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -342,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "num_generations": args.num_generations,
         "prompts_per_step": 1,
-        "settings": ["vision_trainable", "vision_frozen"],
+        "features": features,
+        "shared_prompt_baseline": "image cache on in both modes",
         "timing": "median step time (on_step_begin..on_step_end), off/on alternating ABBA after warmup",
         "memory": "peak tensor bytes allocated during one profiled step per mode (torch.profiler profile_memory, CPU)",
         "reference_3b": {
@@ -352,9 +425,10 @@ def main(argv: list[str] | None = None) -> int:
             "lm_tflops": round(text_flops(text_3b, sum(REFERENCE_SEQUENCE.values()),
                                           REFERENCE_SEQUENCE["completion_tokens"]) / 1e12, 3),
         },
-        "shapes": {s.name: {"vision_lm_flops_ratio": round(s.ratio, 4), "image_tokens": s.image_tokens,
-                            "text_tokens": s.text_tokens, "completion_tokens": s.completion_tokens, **s.sizes}
-                   for s in built},
+        "shapes": {f"{feature}/{s.name}": {"vision_lm_flops_ratio": round(s.ratio, 4), "image_tokens": s.image_tokens,
+                                           "text_tokens": s.text_tokens, "completion_tokens": s.completion_tokens,
+                                           **s.sizes}
+                   for feature, s in built},
         "results": rows,
     }
     print(json.dumps(figures))

@@ -171,6 +171,25 @@ def test_with_the_group_image_cache_and_lora(model_and_processor, tiny_dir):
     assert off[1] and all("lora_" in name for name in off[1])
 
 
+def test_qwen2_vl_backbone(model_and_processor):
+    """The other supported family: Qwen2-VL's backbone (no window attention, no second_per_grid_ts)."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    tiny, processor = model_and_processor
+    tokens = {k: getattr(tiny.config, k) for k in
+              ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")}
+    text = tiny.config.text_config.to_dict()
+    vision = {"depth": 2, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 2, "hidden_size": text["hidden_size"]}
+    torch.manual_seed(0)
+    model = Qwen2VLForConditionalGeneration(Qwen2VLConfig(text_config=text, vision_config=vision, **tokens))
+    inputs, completion, completion_mask = _grpo_batch(processor)
+    off = _logps_and_grads(model, inputs, completion, completion_mask)
+    enable_shared_prompt(model)
+    on = _logps_and_grads(model, inputs, completion, completion_mask)
+    _assert_same(on, off)
+    assert shared_prompt_stats(model).shared == 1
+
+
 def test_disable_restores_the_plain_forward_and_state_dict(model_and_processor):
     model, _ = model_and_processor
     keys = list(model.state_dict())
@@ -295,3 +314,37 @@ def test_one_grpo_step_is_the_same_with_shared_prompts(tiny_dir, rec_data, tmp_p
         moved += bool(update_off.abs().max() > 0)
         assert float((update_on - update_off).norm()) <= 1e-4 * float(update_off.norm()) + 1e-9, name
     assert moved > len(params_off) // 2
+
+
+DDP_WORKER = """
+import sys
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+sys.path.insert(0, sys.argv[2])
+from test_speed_prompt import _assert_same, _grpo_batch, _logps_and_grads
+from vlm_grpo.modeling import load_model, load_processor
+from vlm_grpo.speed import enable_shared_prompt, shared_prompt_stats
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+model, processor = load_model(sys.argv[1], device="cpu"), load_processor(sys.argv[1])
+processor.tokenizer.padding_side = "left"
+ddp = DistributedDataParallel(model)
+inputs, completion, mask = _grpo_batch(processor, seed=rank)  # each rank its own completions
+off = _logps_and_grads(ddp, inputs, completion, mask)
+enable_shared_prompt(ddp)
+on = _logps_and_grads(ddp, inputs, completion, mask)
+_assert_same(on, off)  # gradients after DDP's all-reduce
+assert shared_prompt_stats(ddp).shared == 1
+print(f"rank {rank} ok")
+"""
+
+
+def test_ddp_two_processes_gradients_match(tiny_dir, tmp_path):
+    from pathlib import Path
+
+    from ranks import run_two_ranks
+
+    run_two_ranks(tmp_path, DDP_WORKER, str(tiny_dir), str(Path(__file__).parent))

@@ -407,20 +407,6 @@ print(f"rank {rank} ok {worst:.2e}")
 
 
 def test_ddp_two_processes_gradients_match(tiny_dir, tmp_path):
-    import os
-    import socket
-    import subprocess
-    import sys
+    from ranks import run_two_ranks
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    script = tmp_path / "ddp_worker.py"
-    script.write_text(DDP_WORKER)
-    run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-         str(script), str(tiny_dir)],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-4000:]
-    assert "rank 0 ok" in run.stdout and "rank 1 ok" in run.stdout
+    run_two_ranks(tmp_path, DDP_WORKER, str(tiny_dir))

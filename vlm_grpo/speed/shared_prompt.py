@@ -339,6 +339,7 @@ class SharedPromptForward:
 
     def _positions(self, input_ids, mask, grid, mm_types, second_per_grid_ts) -> torch.Tensor:
         """The full batch's rotary positions ``(3, B, L)``, as the plain forward computes them."""
+        extra = {} if second_per_grid_ts is None else {"second_per_grid_ts": second_per_grid_ts}  # Qwen2.5-VL only
         positions = self.backbone.compute_3d_position_ids(
             input_ids=input_ids,
             image_grid_thw=grid,
@@ -346,8 +347,8 @@ class SharedPromptForward:
             inputs_embeds=None,
             attention_mask=mask,
             past_key_values=None,
-            second_per_grid_ts=second_per_grid_ts,
             mm_token_type_ids=mm_types,
+            **extra,
         )
         if positions is None:  # text only: the plain forward counts 0..L-1 in every row and all three axes
             batch, length = input_ids.shape
