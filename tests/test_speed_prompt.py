@@ -266,40 +266,24 @@ def test_active_dropout_takes_the_plain_path(model_and_processor, tiny_dir, capl
 # ---- under TRL -------------------------------------------------------------------------------------------------
 
 
-def _variety(completions, **columns):
-    texts = [c if isinstance(c, str) else c[0]["content"] for c in completions]
-    return [len(set(t)) / (1.0 + len(t)) for t in texts]
-
-
-def _grpo_step(tiny_dir, rec_data, output_dir, shared: bool):
-    from trl import GRPOConfig, GRPOTrainer
-
-    from vlm_grpo.data import build_rows
-    from vlm_grpo.modeling import load_model, load_processor
-
-    model, processor = load_model(str(tiny_dir), device="cpu"), load_processor(str(tiny_dir))
-    rows = build_rows([str(rec_data)], processor, box_frame="model_pixels", seed=0)
-    args = GRPOConfig(
-        output_dir=str(output_dir), per_device_train_batch_size=8, num_generations=4, max_completion_length=8,
-        max_steps=1, learning_rate=1e-2, optim="sgd", beta=0.04, use_cpu=True, bf16=False, report_to="none",
-        save_strategy="no",
-        dataloader_num_workers=0, seed=0, disable_tqdm=True, logging_steps=1,
-    )
-    trainer = GRPOTrainer(model=model, reward_funcs=[_variety], args=args, train_dataset=rows.to_hf(),
-                          processing_class=processor)
+def _image_cache(trainer):
     enable_group_image_cache(trainer.model, trainer.processing_class)
     enable_group_image_cache(trainer.ref_model)
-    if shared:
-        enable_shared_prompt(trainer.model)
-        enable_shared_prompt(trainer.ref_model)
-    trainer.train()
-    loss = next(h["loss"] for h in trainer.state.log_history if "loss" in h)
-    return loss, {n: p.detach().clone() for n, p in trainer.model.named_parameters()}, trainer
+
+
+def _image_cache_and_shared_prompt(trainer):
+    _image_cache(trainer)
+    enable_shared_prompt(trainer.model)
+    enable_shared_prompt(trainer.ref_model)
 
 
 def test_one_grpo_step_is_the_same_with_shared_prompts(tiny_dir, rec_data, tmp_path):
-    loss_off, params_off, _ = _grpo_step(tiny_dir, rec_data, tmp_path / "off", shared=False)
-    loss_on, params_on, trainer = _grpo_step(tiny_dir, rec_data, tmp_path / "on", shared=True)
+    from speed_helpers import one_grpo_step
+
+    config = {"per_device_train_batch_size": 8, "learning_rate": 1e-2, "optim": "sgd"}  # SGD: update = -lr * grad
+    loss_off, params_off, _ = one_grpo_step(tiny_dir, rec_data, tmp_path / "off", _image_cache, **config)
+    loss_on, params_on, trainer = one_grpo_step(tiny_dir, rec_data, tmp_path / "on", _image_cache_and_shared_prompt,
+                                                **config)
     policy, ref = shared_prompt_stats(trainer.model), shared_prompt_stats(trainer.ref_model)
     # the policy's generation prefill and training forward, the reference model's log-prob pass: 2 prompts x 4 rows
     assert policy.shared == 2 and ref.shared == 1
@@ -309,7 +293,7 @@ def test_one_grpo_step_is_the_same_with_shared_prompts(tiny_dir, rec_data, tmp_p
 
     start = dict(load_model(str(tiny_dir), device="cpu").named_parameters())
     moved = 0
-    for name, after in params_off.items():  # SGD: the update is -lr * gradient
+    for name, after in params_off.items():
         update_off, update_on = after - start[name].detach(), params_on[name] - start[name].detach()
         moved += bool(update_off.abs().max() > 0)
         assert float((update_on - update_off).norm()) <= 1e-4 * float(update_off.norm()) + 1e-9, name
@@ -345,6 +329,6 @@ print(f"rank {rank} ok")
 def test_ddp_two_processes_gradients_match(tiny_dir, tmp_path):
     from pathlib import Path
 
-    from ranks import run_two_ranks
+    from speed_helpers import run_two_ranks
 
     run_two_ranks(tmp_path, DDP_WORKER, str(tiny_dir), str(Path(__file__).parent))

@@ -325,38 +325,16 @@ def test_save_pretrained_writes_the_same_files(model_and_processor, tmp_path):
 # ---- under TRL -------------------------------------------------------------------------------------------------
 
 
-def _variety(completions, **columns):
-    texts = [c if isinstance(c, str) else c[0]["content"] for c in completions]
-    return [len(set(t)) / (1.0 + len(t)) for t in texts]
-
-
-def _grpo_run(tiny_dir, rec_data, tmp_path, cached: bool):
-    from trl import GRPOConfig, GRPOTrainer
-
-    from vlm_grpo.data import build_rows
-    from vlm_grpo.modeling import load_model, load_processor
-
-    model, processor = load_model(str(tiny_dir), device="cpu"), load_processor(str(tiny_dir))
-    rows = build_rows([str(rec_data)], processor, box_frame="model_pixels", seed=0)
-    args = GRPOConfig(
-        output_dir=str(tmp_path / ("on" if cached else "off")), per_device_train_batch_size=4, num_generations=4,
-        max_completion_length=8, max_steps=1, learning_rate=1e-3, beta=0.04, use_cpu=True, bf16=False,
-        report_to="none", save_strategy="no", dataloader_num_workers=0, seed=0, disable_tqdm=True, logging_steps=1,
-    )
-    trainer = GRPOTrainer(model=model, reward_funcs=[_variety], args=args, train_dataset=rows.to_hf(),
-                          processing_class=processor)
-    if cached:
-        enable_group_image_cache(trainer.model, trainer.processing_class)
-        enable_group_image_cache(trainer.ref_model)
-    trainer.train()
-    loss = next(h["loss"] for h in trainer.state.log_history if "loss" in h)
-    params = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-    return loss, params, trainer
+def _with_cache(trainer):
+    enable_group_image_cache(trainer.model, trainer.processing_class)
+    enable_group_image_cache(trainer.ref_model)
 
 
 def test_one_grpo_step_is_the_same_with_the_cache(tiny_dir, rec_data, tmp_path):
-    loss_off, params_off, _ = _grpo_run(tiny_dir, rec_data, tmp_path, cached=False)
-    loss_on, params_on, trainer = _grpo_run(tiny_dir, rec_data, tmp_path, cached=True)
+    from speed_helpers import one_grpo_step
+
+    loss_off, params_off, _ = one_grpo_step(tiny_dir, rec_data, tmp_path / "off")
+    loss_on, params_on, trainer = one_grpo_step(tiny_dir, rec_data, tmp_path / "on", _with_cache)
     # generation prefill + training forward on the policy, one pass on the reference model: 4 copies -> 1
     policy, ref, processor = (cache_stats(x) for x in (trainer.model, trainer.ref_model, trainer.processing_class))
     assert (policy.requested, policy.encoded) == (8, 2) and (ref.requested, ref.encoded) == (4, 1)
@@ -407,6 +385,6 @@ print(f"rank {rank} ok {worst:.2e}")
 
 
 def test_ddp_two_processes_gradients_match(tiny_dir, tmp_path):
-    from ranks import run_two_ranks
+    from speed_helpers import run_two_ranks
 
     run_two_ranks(tmp_path, DDP_WORKER, str(tiny_dir))
