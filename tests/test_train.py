@@ -77,6 +77,17 @@ def test_train_updates_parameters_and_logs_each_reward(tiny_dir, rec_data, tmp_p
     assert load_model(str(out)) is not None and load_processor(str(out)) is not None
 
 
+@pytest.mark.parametrize("switch", ["true", "false"])
+def test_group_aware_forward_is_on_by_default_and_can_be_turned_off(tiny_dir, rec_data, tmp_path, switch):
+    from vlm_grpo.speed import cache_stats, shared_prompt_stats
+
+    extra = [] if switch == "true" else ["--group_image_cache", "false", "--group_shared_prompt", "false"]
+    trainer, _ = _build(_grpo_argv(tiny_dir, rec_data, tmp_path / "run", *extra))
+    on = switch == "true"
+    assert (shared_prompt_stats(trainer.model) is not None) is on
+    assert (cache_stats(trainer.model) is not None) is on and (cache_stats(trainer.processing_class) is not None) is on
+
+
 def test_sft_then_grpo_from_the_sft_output(tiny_dir, rec_data, tmp_path, capsys):
     sft_out, grpo_out = tmp_path / "sft", tmp_path / "grpo"
     code = cli_main([
