@@ -188,6 +188,8 @@ def check_relative_path(rel: Any) -> str | None:
     """Say why ``rel`` is not a safe dataset-relative POSIX path, or return None."""
     if not isinstance(rel, str) or not rel:
         return f"image path must be a non-empty string, got {rel!r}"
+    if "\x00" in rel:
+        return f"image path {rel!r} contains a NUL character"
     if "\\" in rel or PurePosixPath(rel).is_absolute() or PureWindowsPath(rel).drive:
         return f"image path {rel!r} must be relative to the dataset directory (no absolute paths, no backslashes)"
     if ".." in PurePosixPath(rel).parts:
@@ -265,7 +267,10 @@ def resolve_inside(root: Path, rel: str, *, record_id: str, where: str) -> Path:
     problem = check_relative_path(rel)
     if problem:
         raise _invalid(where, record_id, problem, "unsafe_path")
-    resolved = (root / rel).resolve()
+    try:
+        resolved = (root / rel).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # a name too long, a symlink loop ...
+        raise _invalid(where, record_id, f"image path {rel!r} cannot be resolved ({exc})", "unsafe_path") from None
     if not resolved.is_relative_to(root.resolve()):
         raise _invalid(
             where, record_id, f"image path {rel!r} resolves to {resolved}, outside the dataset directory", "unsafe_path"
@@ -346,6 +351,13 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long for the file system
+        return False
+
+
 def load_packed(path: str | Path, *, check_images: bool = True) -> PackedDataset:
     """Read and verify a packed dataset directory.
 
@@ -387,7 +399,7 @@ def load_packed(path: str | Path, *, check_images: bool = True) -> PackedDataset
             for rel in record.images:
                 if rel not in checked:
                     checked[rel] = resolve_inside(root, rel, record_id=record.id, where=where)
-                    if check_images and not checked[rel].is_file():
+                    if check_images and not _is_file(checked[rel]):
                         raise _invalid(where, record.id, f"image {rel} is missing from {root}", "missing_image")
             records.append(record)
     if manifest.get("num_records") != len(records):

@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from prep_helpers import write_dataset
+from PIL import Image
+from prep_helpers import rec_record, write_dataset
 
 import vlm_grpo.evaluate as evaluate
 from vlm_grpo.eval_run import EvalJob, run_eval
 from vlm_grpo.evaluate import EvalSettings
 
 SETTINGS = EvalSettings(batch_size=4, max_new_tokens=4)
+N = 12  # the first 12 of the 24 records: three batches
 
 
 def _read_jsonl(path):
@@ -51,21 +53,18 @@ GARBAGE = {
 def test_completions_that_do_not_parse_are_recorded_as_failures(tiny_dir, rec_data, tmp_path, monkeypatch):
     generator = CountingGenerator(evaluate._generate_batch, replace=GARBAGE)
     monkeypatch.setattr(evaluate, "_generate_batch", generator)
-    result = next(iter(run_eval(EvalJob(str(tiny_dir), [str(rec_data)], tmp_path / "eval", settings=SETTINGS)).values()))
+    job = EvalJob(str(tiny_dir), [str(rec_data)], tmp_path / "eval", max_samples=N, settings=SETTINGS)
+    result = next(iter(run_eval(job).values()))
     predictions = {p["id"]: p for p in _read_jsonl(tmp_path / "eval" / "predictions.jsonl")}
-    assert len(predictions) == 24
+    assert len(predictions) == N
     for rid in GARBAGE:
         p = predictions[rid]
         assert (p["parse_ok"], p["score"], p["correct"], p["error"]) == (False, 0.0, False, None)
-    assert result["metrics"]["parse_failure_rate"] >= len(GARBAGE) / 24
+    assert result["metrics"]["parse_failure_rate"] >= len(GARBAGE) / N
     assert "report.html" in {p.name for p in (tmp_path / "eval").iterdir()}
 
 
 def test_an_undecodable_image_is_recorded_and_the_run_goes_on(tiny_dir, tmp_path):
-    from PIL import Image
-
-    from prep_helpers import rec_record
-
     records = [rec_record(f"r{i}", image=f"images/{i}.png") for i in range(3)]
     ds = write_dataset(tmp_path / "ds", records, {f"images/{i}.png": Image.new("RGB", (32, 24)) for i in (0, 2)})
     (ds / "images" / "1.png").write_bytes(b"\x80\x04\x95 a pickle, not an image")
@@ -80,21 +79,21 @@ def test_an_interrupted_eval_resumes_without_recomputing(tiny_dir, rec_data, tmp
     real = evaluate._generate_batch
     full_gen = CountingGenerator(real)
     monkeypatch.setattr(evaluate, "_generate_batch", full_gen)
-    run_eval(EvalJob(str(tiny_dir), [str(rec_data)], tmp_path / "full", settings=SETTINGS))
+    run_eval(EvalJob(str(tiny_dir), [str(rec_data)], tmp_path / "full", max_samples=N, settings=SETTINGS))
     reference = _read_jsonl(tmp_path / "full" / "predictions.jsonl")
 
     out = tmp_path / "eval"
-    first = CountingGenerator(real, interrupt_after=12)  # three batches of 4, then Ctrl-C
+    first = CountingGenerator(real, interrupt_after=8)  # two batches of 4, then Ctrl-C
     monkeypatch.setattr(evaluate, "_generate_batch", first)
     with pytest.raises(KeyboardInterrupt):
-        run_eval(EvalJob(str(tiny_dir), [str(rec_data)], out, settings=SETTINGS))
+        run_eval(EvalJob(str(tiny_dir), [str(rec_data)], out, max_samples=N, settings=SETTINGS))
     partial = _read_jsonl(out / "predictions.partial.rank0.jsonl")
-    assert sorted(p["id"] for p in partial) == sorted(first.generated) and len(partial) == 12
+    assert sorted(p["id"] for p in partial) == sorted(first.generated) and len(partial) == 8
     assert not (out / "predictions.jsonl").exists()
 
     second = CountingGenerator(real)
     monkeypatch.setattr(evaluate, "_generate_batch", second)
-    run_eval(EvalJob(str(tiny_dir), [str(rec_data)], out, resume=True, settings=SETTINGS))
+    run_eval(EvalJob(str(tiny_dir), [str(rec_data)], out, max_samples=N, resume=True, settings=SETTINGS))
     assert set(second.generated).isdisjoint(first.generated)  # nothing finished was generated again
     assert sorted(first.generated + second.generated) == sorted(full_gen.generated)
     assert _read_jsonl(out / "predictions.jsonl") == reference

@@ -13,6 +13,7 @@ project's own sources for unsafe loaders.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import pickle
@@ -71,6 +72,24 @@ def test_escaping_image_is_refused_where_training_and_eval_load_data(tmp_path, h
     with pytest.raises(PrepError, match=r"records\.jsonl:2: record 'evil': image path .*") as info:
         build_rows([str(ds)], processor=None, box_frame="model_pixels")  # fails in load_packed, first
     assert info.value.reason == "unsafe_path"
+
+
+@pytest.mark.parametrize(
+    "rel, message",
+    [  # found by the slow tier: these raised ValueError / OSError out of load_packed
+        ("images/a.png\x00../../secret.png", "contains a NUL character"),
+        ("images/" + "x" * 5000 + ".png", "is missing"),
+        ("images/loop.png", "cannot be resolved"),
+    ],
+    ids=["NUL", "name too long", "symlink loop"],
+)
+def test_odd_image_paths_are_clean_errors(tmp_path, rel, message):
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    os.symlink("loop.png", root / "images" / "loop.png")
+    _write_record(root, rel)
+    with pytest.raises(PrepError, match=f"record 'r': .*{message}"):
+        load_packed(root)
 
 
 def test_eval_refuses_an_escaping_dataset_before_generating(tiny_dir, tmp_path, capsys):
@@ -199,3 +218,106 @@ def test_project_sources_use_no_unsafe_loaders():
     sample = "torch.load(p)\npickle.loads(b)\nf(trust_remote_code=True)\nnp.load(p, allow_pickle=True)\neval(s)"
     assert [_unsafe(n) for n in ast.walk(ast.parse(sample)) if isinstance(n, ast.Call) and _unsafe(n)] == [
         "torch.load without weights_only=True", "pickle.loads", "trust_remote_code=True", "allow_pickle=True", "eval"]
+
+
+# --- slow tier: generated escape attempts ----------------------------------------------------
+
+
+def _write_record(root: Path, rel: str) -> None:
+    """Make ``root`` a packed dataset of one rec record naming ``rel`` (ASCII escapes: any string fits)."""
+    line = (json.dumps({"id": "r", "task": "rec", "images": [rel], "image_sizes": [[32, 24]],
+                        "problem": "the thing", "solution": [1, 2, 10, 12], "meta": {}}) + "\n").encode()
+    (root / "records.jsonl").write_bytes(line)
+    manifest = {"format_version": 1, "num_records": 1, "records_sha256": hashlib.sha256(line).hexdigest()}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _attack(rng, root: Path, outside: Path) -> tuple[str, str]:
+    """(kind, image path) of one escape attempt; creates the symlinks it needs under ``root``."""
+    kind = rng.choice(["dots", "absolute", "windows", "look-alike", "symlink", "odd name"])
+    secret = outside / "secret.png"
+    if kind == "dots":
+        rel = rng.choice(["../" * rng.randint(1, 12) + "secret.png", "images/../../secret.png", "./images/../a.png",
+                          "images/./../../outside/secret.png", "images/..", "..", "images/a.png/../../../secret.png"])
+    elif kind == "absolute":
+        rel = rng.choice([str(secret), "/etc/hostname", "//etc/hostname", "/dev/zero", "/proc/self/environ", "/"])
+    elif kind == "windows":
+        rel = rng.choice(["images\\..\\..\\secret.png", "..\\secret.png", "C:secret.png", "c:/secret.png",
+                          "\\\\server\\share\\secret.png", "C:\\Windows\\win.ini"])
+    elif kind == "look-alike":
+        rel = rng.choice(["．．/secret.png", "..\u200b/secret.png", "\u2024\u2024/secret.png", "%2e%2e/secret.png",
+                          ". ./secret.png", "images/\u2025/secret.png", "images/a.png\x00../../secret.png"])
+    elif kind == "odd name":
+        rel = rng.choice(["images/" + "x" * rng.randint(200, 5000) + ".png", "a/" * rng.randint(100, 3000) + "x.png",
+                          "manifest.json", "records.jsonl", "images", "images/", "", "images/\udcff.png", " "])
+    else:
+        name = f"l{rng.randrange(10**6)}"
+        target = rng.choice([secret, outside, Path("/"), Path("/dev/zero"), Path("../../outside/secret.png"),
+                             Path("a.png"), Path(name), Path("missing.png"), Path("/proc/self/environ")])
+        os.symlink(target, root / "images" / name)
+        if rng.random() < 0.3:  # a chain: images/m -> images/l... -> target
+            os.symlink(name, root / "images" / f"m{name}")
+            name = f"m{name}"
+        rel = f"images/{name}" + rng.choice(["", "", "/secret.png", "/etc/hostname"])
+        if rng.random() < 0.1:  # the images folder itself points outside
+            shutil.rmtree(root / "images")
+            os.symlink(outside, root / "images")
+            rel = "images/secret.png"
+    return kind, rel
+
+
+def _inside(path: Path, root: Path) -> bool:
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    return os.path.commonpath([real, base]) == base
+
+
+@pytest.mark.slow
+def test_fuzz_escape_attempts(tmp_path):
+    import random
+    import time
+    from collections import Counter, defaultdict
+
+    from reliability_figures import write_area
+
+    n = int(os.environ.get("RELIABILITY_FUZZ_N", "1000"))
+    rng, started = random.Random("sandbox"), time.perf_counter()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _ok_image().save(outside / "secret.png")
+    results: dict[str, Counter] = defaultdict(Counter)
+    broken = []
+    for i in range(n):
+        root = tmp_path / f"ds{i}"
+        (root / "images").mkdir(parents=True)
+        _ok_image().save(root / "images" / "a.png")
+        kind, rel = _attack(rng, root, outside)
+        _write_record(root, rel)
+        try:
+            loaded = load_packed(root)
+        except PrepError as err:
+            assert "record 'r'" in str(err), str(err)
+            results[kind][f"refused at load ({err.reason})"] += 1
+            continue
+        except Exception as exc:  # noqa: BLE001 - a traceback is a bug
+            broken.append(f"#{i} {rel[:80]!r}: {type(exc).__name__}: {exc}")
+            continue
+        path = loaded.image_path(loaded.records[0])
+        if not _inside(path, root):
+            broken.append(f"#{i} {rel[:80]!r} was accepted and resolves outside: {path}")
+            continue
+        try:
+            loaded.open_image(loaded.records[0])
+            results[kind]["accepted, inside, decoded"] += 1
+        except PrepError:
+            results[kind]["accepted, inside, refused to decode"] += 1
+    rows = [{"case": f"image paths: {kind}", "tried": sum(c.values()),
+             "outcome": ", ".join(f"{k} {v}" for k, v in sorted(c.items())), "escaped": 0}
+            for kind, c in sorted(results.items())]
+    write_area("sandbox_fuzz", "Dataset sandboxing: escape attempts", rows, wall_s=time.perf_counter() - started,
+               command="RELIABILITY_FUZZ_N=1000 .venv/bin/python -m pytest -q -m slow tests/test_reliability_sandbox.py",
+               notes=("Packed datasets whose record names a hostile image path, from `random.Random('sandbox')`: `../` "
+                      "chains, absolute and Windows paths, look-alike dots, huge and odd names, symlinks (to files and "
+                      "folders outside, `/`, `/dev/zero`, `/proc`, chains, loops, dangling) and an `images/` folder "
+                      "that is itself a link outside. Every accepted path was checked with `os.path.realpath` to lie "
+                      "inside the dataset; every refusal names the record id."))
+    assert not broken, "\n".join(broken[:10])
