@@ -324,3 +324,327 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(tiny_dir, four
     assert moved > 1e-4, "training did not move the weights: the comparison would prove nothing"
     diff = _max_diff(resumed, uninterrupted)
     assert diff <= 1e-6, f"resumed and uninterrupted final weights differ by up to {diff:.3g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Slow: a loop of real `vlm-grpo train` processes killed with SIGKILL, resumed until done
+
+# Runs `vlm-grpo train` with fault injection, in the test only. It records the phase the process
+# is in (a fixed-size record overwritten in place, so a kill never tears it) and events, and
+# SIGKILLs itself at the moment named by CS_FAULT = "<moment>:<n>" (the n-th time it is reached).
+HARNESS = r'''
+import errno, os, signal, sys
+from pathlib import Path
+
+kind, _, nth = os.environ.get("CS_FAULT", "none:0").partition(":")
+nth = int(nth or 0)
+phase_fd = os.open(os.environ["CS_PHASE"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+events_fd = os.open(os.environ["CS_EVENTS"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+counts = {}
+
+def phase(name):
+    os.pwrite(phase_fd, name.encode().ljust(32), 0)
+
+def event(text):
+    os.write(events_fd, f"{os.getpid()} {text}\n".encode())
+
+def reached(moment):
+    counts[moment] = counts.get(moment, 0) + 1
+    return kind == moment and counts[moment] == nth
+
+def die(moment):
+    event(f"killed {moment}")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def tear(path):
+    path = Path(path)
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size // 2)
+
+def in_checkpoint(path):
+    return Path(path).parent.name.startswith("checkpoint-")
+
+phase("startup")
+import accelerate, torch, transformers
+import transformers.modeling_utils as modeling_utils
+from transformers import GenerationMixin, Trainer, TrainerState
+import vlm_grpo.checkpoints as ck
+import vlm_grpo.train as vt
+
+real_generate = GenerationMixin.generate
+def generate(self, *args, **kwargs):
+    phase("generation")
+    hook = None
+    if reached("generation"):  # die in the middle of decoding, at the third forward pass
+        calls = []
+        def third(module, inputs):
+            calls.append(1)
+            if len(calls) == 3:
+                die("generation")
+        hook = self.register_forward_pre_hook(third)
+    try:
+        return real_generate(self, *args, **kwargs)
+    finally:
+        if hook is not None:
+            hook.remove()
+        phase("scoring")
+GenerationMixin.generate = generate
+
+real_training_step = Trainer.training_step
+def training_step(self, model, *args, **kwargs):
+    hook = None
+    if reached("backward"):  # die inside autograd, when a mid-network gradient is computed
+        params = [p for p in model.parameters() if p.requires_grad]
+        hook = params[len(params) // 2].register_hook(lambda grad: die("backward"))
+    try:
+        return real_training_step(self, model, *args, **kwargs)
+    finally:
+        if hook is not None:
+            hook.remove()
+Trainer.training_step = training_step
+
+real_backward = accelerate.Accelerator.backward
+def backward(self, loss, **kwargs):
+    phase("backward")
+    result = real_backward(self, loss, **kwargs)
+    phase("optimizer")
+    return result
+accelerate.Accelerator.backward = backward
+
+real_safe_save = modeling_utils.safe_save_file
+def safe_save(tensors, filename, *args, **kwargs):
+    if in_checkpoint(filename):
+        phase("save:model")
+    result = real_safe_save(tensors, filename, *args, **kwargs)
+    if in_checkpoint(filename) and reached("model-torn"):
+        tear(filename)
+        die("model-torn")
+    return result
+modeling_utils.safe_save_file = safe_save
+
+real_torch_save = torch.save
+def torch_save(obj, f, *args, **kwargs):
+    name = Path(f).name if isinstance(f, (str, os.PathLike)) else ""
+    if not (name and in_checkpoint(f)):
+        return real_torch_save(obj, f, *args, **kwargs)
+    phase(f"save:{name}")
+    if name.startswith("rng_state") and reached("before-rng"):
+        die("before-rng")
+    if name == "optimizer.pt" and reached("enospc"):
+        Path(f).write_bytes(b"partial")
+        event("enospc")
+        raise OSError(errno.ENOSPC, "No space left on device", str(f))
+    result = real_torch_save(obj, f, *args, **kwargs)
+    if name == "optimizer.pt" and reached("optimizer-torn"):
+        tear(f)
+        die("optimizer-torn")
+    return result
+torch.save = torch_save
+
+real_state_save = TrainerState.save_to_json
+def state_save(self, path):
+    phase("save:trainer_state")
+    real_state_save(self, path)
+    if in_checkpoint(path) and reached("before-marker"):
+        die("before-marker")  # every file the Trainer writes is there; only the marker is missing
+TrainerState.save_to_json = state_save
+
+real_atomic = ck.atomic_write_text
+def atomic(path, text):
+    phase("save:marker")
+    if reached("marker-temp"):
+        Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}").write_text(text[: len(text) // 2])
+        die("marker-temp")
+    real_atomic(path, text)
+ck.atomic_write_text = atomic
+
+real_mark = ck.mark_complete
+def mark(folder, step):
+    real_mark(folder, step)
+    event(f"complete {step}")
+    phase("after-save")
+ck.mark_complete = mark
+
+real_remove = ck.remove_checkpoint
+def remove(folder):
+    phase("rotate")
+    if reached("rotate"):  # renamed, partly deleted
+        doomed = folder.with_name(ck.DELETING_PREFIX + folder.name)
+        folder.rename(doomed)
+        (doomed / "optimizer.pt").unlink()
+        die("rotate")
+    real_remove(folder)
+ck.remove_checkpoint = remove
+
+real_train = Trainer.train
+def train(self, resume_from_checkpoint=None, **kwargs):
+    event(f"train resume={Path(resume_from_checkpoint).name if resume_from_checkpoint else None}")
+    phase("training")
+    return real_train(self, resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+Trainer.train = train
+
+real_final = vt.save_final
+def save_final(*args, **kwargs):
+    phase("final-save")
+    return real_final(*args, **kwargs)
+vt.save_final = save_final
+
+from vlm_grpo.cli import main
+sys.exit(main(["train", *sys.argv[1:]]))
+'''
+
+SAVE_MOMENTS = {
+    "model-torn": "model.safetensors written, then torn in half",
+    "optimizer-torn": "optimizer.pt written, then torn in half",
+    "before-rng": "before rng_state.pth",
+    "before-marker": "every Trainer file written, no marker yet",
+    "marker-temp": "marker temp file half-written",
+    "rotate": "removing an old checkpoint (renamed, partly deleted)",
+}
+
+
+def _complete_steps(events: Path) -> list[int]:
+    lines = events.read_text().splitlines() if events.exists() else []
+    return [int(line.split()[2]) for line in lines if line.split()[1] == "complete"]
+
+
+def _events_of(events: Path, pid: int) -> list[str]:
+    return [line.split(" ", 1)[1] for line in events.read_text().splitlines() if line.startswith(f"{pid} ")]
+
+
+def _reliability_dir() -> Path:
+    return Path(os.environ.get("RELIABILITY_RESULTS") or REPO / "build" / "reliability")
+
+
+@pytest.mark.slow
+def test_sigkill_loop_resumes_from_the_last_complete_checkpoint_and_ends_with_the_same_model(
+    tiny_dir, reward_file, tmp_path
+):
+    from vlm_grpo.files import atomic_write_text
+
+    records_n, max_steps = 6, 18  # one prompt per optimizer step: 3 epochs, so resumes land in all of them
+    data = _prep(tmp_path / "rec", records_n)
+    harness = tmp_path / "harness.py"
+    harness.write_text(HARNESS)
+    keys = ["--max_steps", str(max_steps), "--save_steps", "2", "--resume_from_checkpoint", "auto"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
+
+    # the run that is never killed, through the plain command
+    straight = tmp_path / "straight"
+    done = subprocess.run(
+        [sys.executable, "-m", "vlm_grpo.cli", "train", *_argv(tiny_dir, data, straight, reward_file, *keys)],
+        env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    rng = random.Random(20261121)
+    plan = (
+        [("generation", rng.randint(1, 3)) for _ in range(4)]
+        + [("backward", rng.randint(1, 3)) for _ in range(4)]
+        + [(moment, rng.randint(1, 2)) for moment in SAVE_MOMENTS]
+        + [("enospc", 1)]
+        + [("timer", 0) for _ in range(4)]
+    )
+    rng.shuffle(plan)
+    out, events, phase_file = tmp_path / "killed", tmp_path / "events.log", tmp_path / "phase"
+    records = []
+    for i, (moment, nth) in enumerate([*plan, ("none", 0)]):
+        complete = _complete_steps(events)
+        expected = f"checkpoint-{max(complete)}" if complete else None
+        torn = sorted(
+            p.name for p in out.glob("checkpoint-*")
+            if expected is None or int(p.name.split("-")[1]) > int(expected.split("-")[1])
+        )
+        log = tmp_path / f"run{i:02d}.log"
+        with open(log, "w") as handle:
+            proc = subprocess.Popen(
+                [sys.executable, str(harness), *_argv(tiny_dir, data, out, reward_file, *keys)],
+                env={**env, "CS_FAULT": f"{moment}:{nth}", "CS_PHASE": str(phase_file), "CS_EVENTS": str(events)},
+                stdout=handle, stderr=subprocess.STDOUT,
+            )
+            if moment == "timer":  # from outside, at a random moment once training has begun
+                while proc.poll() is None and not any(
+                    e.startswith("train") for e in (_events_of(events, proc.pid) if events.exists() else [])
+                ):
+                    time.sleep(0.05)
+                time.sleep(rng.uniform(1.0, 5.0))
+                if proc.poll() is None:
+                    os.kill(proc.pid, signal.SIGKILL)
+            code = proc.wait(timeout=900)
+        text = log.read_text()
+        mine = _events_of(events, proc.pid)
+        started = next((e.split("=", 1)[1] for e in mine if e.startswith("train resume=")), "not reached")
+        record = {
+            "moment": moment, "nth": nth, "code": code, "expected": str(expected), "resumed_from": started,
+            "phase": phase_file.read_bytes().decode().strip(),  # the process is gone: this is where it died
+            "torn_before": torn,
+        }
+        records.append(record)
+        print(json.dumps(record))
+        # every start is from the newest checkpoint known complete, never a half-written one
+        assert started == str(expected), f"run {i}: resumed from {started}, expected {expected}\n{text[-3000:]}"
+        for name in torn:
+            assert f"skipped {out / name}" in text, f"run {i}: no log line for the skipped {name}"
+            assert (out / f"incomplete-{name}").is_dir()
+        if moment == "enospc" and code == 2:
+            assert "error: the disk is full" in text and "Traceback" not in text
+            if expected is not None:
+                assert f"{out / expected} is complete and intact" in text
+                assert incomplete_reason(out / expected) is None
+        elif moment == "none":
+            assert code == 0, text[-3000:]
+        elif code != 0:
+            assert code == -signal.SIGKILL, f"run {i} ({moment}) exited {code}\n{text[-3000:]}"
+        # every folder that carries a marker still matches it
+        for folder in out.glob("checkpoint-*"):
+            if (folder / MARKER).exists():
+                assert incomplete_reason(folder) is None, folder
+        if code == 0:
+            break
+
+    killed = [r for r in records if r["code"] == -signal.SIGKILL]
+    assert len(killed) >= 12, f"only {len(killed)} runs were killed: {records}"
+    diff = _max_diff(_weights(out), _weights(straight))
+    assert diff <= 1e-6, f"final weights differ from the never-killed run by up to {diff:.3g}"
+
+    def count(moments):
+        return sum(1 for r in killed if r["moment"] in moments)
+
+    timer_phases: dict[str, int] = {}
+    for r in killed:
+        if r["moment"] == "timer":
+            key = r["phase"].split(":")[0]
+            timer_phases[key] = timer_phases.get(key, 0) + 1
+    save_hit = sorted({SAVE_MOMENTS[r["moment"]] for r in killed if r["moment"] in SAVE_MOMENTS})
+    resumes = sum(1 for r in records if r["resumed_from"] not in ("None", "not reached"))
+    skipped = sum(len(r["torn_before"]) for r in records)
+    enospc = [r for r in records if r["moment"] == "enospc" and r["code"] == 2]
+    same = "bit-identical" if diff == 0 else f"max |Δw| = {diff:.2g}"
+    rows = [
+        {"case": "SIGKILL during generation (mid-decoding)", "tried": count({"generation"}),
+         "outcome": "next run resumed from the last complete checkpoint every time"},
+        {"case": "SIGKILL during backward (inside autograd)", "tried": count({"backward"}),
+         "outcome": "next run resumed from the last complete checkpoint every time"},
+        {"case": "SIGKILL while a checkpoint was being written", "tried": count(set(SAVE_MOMENTS)),
+         "outcome": f"moments: {'; '.join(save_hit)}. The half-written checkpoint was never taken as the latest"},
+        {"case": "SIGKILL from outside at a random moment", "tried": count({"timer"}),
+         "outcome": "phases hit: " + ", ".join(f"{k} {v}" for k, v in sorted(timer_phases.items()))
+                    + "; resumed from the last complete checkpoint every time"},
+        {"case": "Disk full (ENOSPC) while writing optimizer.pt", "tried": len(enospc),
+         "outcome": "exit 2 with `error: the disk is full ...`, naming the intact previous checkpoint; "
+                    "the resume skipped the half-written one"},
+        {"case": "Half-written checkpoints found at resume", "tried": skipped,
+         "outcome": "each skipped with a log line and moved to incomplete-checkpoint-N"},
+        {"case": f"Resumes, then the final model vs a never-killed run (same seed and data, {max_steps} steps, "
+                 f"{max_steps // records_n} epochs)",
+         "tried": resumes, "outcome": f"final weights {same}"},
+    ]
+    figures = {
+        "area": "Crash-safe training",
+        "rows": rows,
+        "command": "make test-slow  # or: .venv/bin/python -m pytest -m slow tests/test_crash_safe.py",
+    }
+    results = _reliability_dir()
+    results.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(results / "training.json", json.dumps(figures, indent=1) + "\n")
+    atomic_write_text(results / "training_runs.json", json.dumps(records, indent=1) + "\n")
