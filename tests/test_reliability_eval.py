@@ -97,3 +97,85 @@ def test_an_interrupted_eval_resumes_without_recomputing(tiny_dir, rec_data, tmp
     assert set(second.generated).isdisjoint(first.generated)  # nothing finished was generated again
     assert sorted(first.generated + second.generated) == sorted(full_gen.generated)
     assert _read_jsonl(out / "predictions.jsonl") == reference
+
+
+# --- slow tier: a fault loop -----------------------------------------------------------------
+
+
+class FaultyGenerator(CountingGenerator):
+    """Generation that fails for some samples, returns garbage for others, and may be interrupted."""
+
+    def __init__(self, real, *, fail, garbage, interrupt_after=None):
+        super().__init__(real, replace=garbage, interrupt_after=interrupt_after)
+        self.fail = set(fail)
+
+    def __call__(self, model, processor, batch, settings):
+        if self.fail & {row["id"] for row in batch}:
+            raise RuntimeError("injected generation failure")
+        return super().__call__(model, processor, batch, settings)
+
+
+@pytest.mark.slow
+def test_fault_loop(tiny_dir, rec_data, tmp_path, monkeypatch):
+    import os
+    import random
+    import time
+    from collections import Counter
+
+    from reliability_figures import write_area
+
+    rounds = int(os.environ.get("RELIABILITY_EVAL_ROUNDS", "12"))
+    rng, real, started = random.Random("eval-faults"), evaluate._generate_batch, time.perf_counter()
+    ids = [f"synthetic-rec-s0-{i:06d}" for i in range(N)]
+    junk = list(GARBAGE.values()) + ["", "<answer></answer>", "<answer>[1, 2]</answer>", "no tags at all"]
+    tally: Counter[str] = Counter()
+    for r in range(rounds):
+        fail = set(rng.sample(ids, rng.randint(0, 3)))
+        garbage = {i: rng.choice(junk) for i in rng.sample(sorted(set(ids) - fail), rng.randint(0, 3))}
+        interrupt = rng.choice([None, 4, 8])
+        out = tmp_path / f"round{r}"
+        first = FaultyGenerator(real, fail=fail, garbage=garbage, interrupt_after=interrupt)
+        monkeypatch.setattr(evaluate, "_generate_batch", first)
+        try:
+            run_eval(EvalJob(str(tiny_dir), [str(rec_data)], out, max_samples=N, settings=SETTINGS))
+        except KeyboardInterrupt:
+            tally["interrupted"] += 1
+            # Finished = recorded in the partial file. Samples of the batch in flight at Ctrl-C are
+            # not finished (their batch was never judged or written) and are generated again.
+            finished = {p["id"] for p in _read_jsonl(out / "predictions.partial.rank0.jsonl")}
+            second = FaultyGenerator(real, fail=fail, garbage=garbage)
+            monkeypatch.setattr(evaluate, "_generate_batch", second)
+            run_eval(EvalJob(str(tiny_dir), [str(rec_data)], out, max_samples=N, resume=True, settings=SETTINGS))
+            assert finished.isdisjoint(second.generated), "a finished sample was generated again"
+            assert len(second.generated) == len(set(second.generated))
+            tally["finished before Ctrl-C"] += len(finished)
+            tally["resumed to the end"] += 1
+        predictions = {p["id"]: p for p in _read_jsonl(out / "predictions.jsonl")}
+        assert sorted(predictions) == ids
+        for rid, p in predictions.items():
+            if rid in fail:
+                assert "injected generation failure" in p["error"] and not p["correct"]
+                tally["generation failures recorded"] += 1
+            elif rid in garbage:
+                assert p["error"] is None and p["score"] == 0.0
+                tally["garbage completions scored 0"] += 1
+            else:
+                assert p["error"] is None
+        tally["generation failures injected"] += len(fail)
+        tally["garbage completions injected"] += len(garbage)
+    rows = [
+        {"case": "generation raises for a sample", "tried": tally["generation failures injected"],
+         "outcome": f"{tally['generation failures recorded']} recorded with their error, the run went on"},
+        {"case": "completion that does not parse (garbage, MB-long, empty)", "tried": tally["garbage completions injected"],
+         "outcome": f"{tally['garbage completions scored 0']} recorded as parse failures scoring 0"},
+        {"case": "Ctrl-C during generation, then `--resume`", "tried": tally["interrupted"],
+         "outcome": f"{tally['resumed to the end']} resumed runs finished all {N} samples; "
+                    f"0 of the {tally['finished before Ctrl-C']} samples finished before Ctrl-C were generated again"},
+    ]
+    write_area("eval_faults", "Evaluation under faults", rows, wall_s=time.perf_counter() - started,
+               command="RELIABILITY_EVAL_ROUNDS=12 .venv/bin/python -m pytest -q -m slow tests/test_reliability_eval.py",
+               notes=(f"{rounds} evaluations of the tiny model on {N} REC samples (batch 4) with faults drawn from "
+                      "`random.Random('eval-faults')`: generation failures, unparsable completions, and a Ctrl-C after "
+                      "4 or 8 generated samples followed by a resumed run. Generation calls were counted: no sample "
+                      "recorded before the interrupt was generated again (the batch in flight at Ctrl-C is lost and "
+                      "redone, by design)."))
