@@ -3,7 +3,8 @@
     make test-slow && .venv/bin/python scripts/reliability_report.py [--results DIR] [--output FILE]
 
 Figures format: one JSON file per area in the results dir (``$RELIABILITY_RESULTS``, else
-``build/reliability/``), named ``<area slug>.json``; areas are rendered in file-name order::
+``build/reliability/``), named ``<area slug>.json``; areas are rendered in the order of
+:data:`ORDER` (the issue's order), then any others by file name::
 
     {
       "area": "Crash-safe training",              # section title
@@ -18,8 +19,9 @@ Figures format: one JSON file per area in the results dir (``$RELIABILITY_RESULT
       "wall_s": 12.3                              # optional: wall time of the test that wrote it
     }
 
-Tests write these with ``tests/reliability_figures.py: write_area(...)``. The script only
-reads and formats: every figure in the document comes from a real run of the tests.
+Tests write these with ``tests/reliability_figures.py: write_area(...)``. Other JSON files in
+the dir (a list, or an object without ``area``: raw details a test keeps) are not rendered.
+The script only reads and formats: every figure in the document comes from a real run.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RERUN = "make test-slow && .venv/bin/python scripts/reliability_report.py"
+#: Known area slugs, in the order the document shows them.
+ORDER = ("prep_fuzz", "sandbox_fuzz", "rewards_fuzz", "training", "eval_faults")
 
 PREFACE = """\
 What the project does with bad input, injected faults and untrusted files, and what the
@@ -69,12 +73,19 @@ Rules the tests hold the code to:
 
 
 def load_areas(results: Path) -> list[dict[str, Any]]:
-    """Every ``*.json`` area in ``results``, in file-name order; a malformed file is an error."""
+    """Every area file in ``results``, in :data:`ORDER`, then by file name.
+
+    A JSON file that is not an object with an ``area`` key (raw per-run details a test keeps
+    beside its figures) is skipped; an area file with malformed rows is an error.
+    """
     areas = []
-    for path in sorted(results.glob("*.json")):
+    rank = {slug: i for i, slug in enumerate(ORDER)}
+    for path in sorted(results.glob("*.json"), key=lambda p: (rank.get(p.stem, len(ORDER)), p.name)):
         area = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(area, dict) or not isinstance(area.get("rows"), list) or "area" not in area:
-            raise ValueError(f"{path}: not a figures file (see the format in {Path(__file__).name})")
+        if not isinstance(area, dict) or "area" not in area:
+            continue
+        if not isinstance(area.get("rows"), list):
+            raise ValueError(f"{path}: 'rows' must be a list (see the format in {Path(__file__).name})")
         for row in area["rows"]:
             missing = {"case", "tried", "outcome"} - set(row)
             if missing:
@@ -115,10 +126,10 @@ def render(areas: list[dict[str, Any]], results: Path) -> str:
         "# Reliability\n",
         PREFACE,
         f"Rerun: `{RERUN}`\n",
-        f"Figures of the run below: {tried:,} generated inputs and faults in {len(areas)} area(s); commit "
-        f"`{_commit()}`, {dt.date.today().isoformat()}, Python {platform.python_version()} on "
-        f"{os.cpu_count()} CPU cores (shared). Source: `{where}/*.json`, rendered by "
-        f"`scripts/reliability_report.py`.\n",
+        f"Figures below: {tried:,} generated inputs and injected faults in {len(areas)} area(s), from the "
+        f"slow tier's last run; rendered at commit `{_commit()}` on {dt.date.today().isoformat()}, Python "
+        f"{platform.python_version()}, {os.cpu_count()} CPU cores shared with other work (times are wall "
+        f"clock). Source: `{where}/*.json`, rendered by `scripts/reliability_report.py`.\n",
     ]
     if not areas:
         parts.append("No figures found: run `make test-slow` first.\n")

@@ -384,7 +384,7 @@ def test_figures_render_into_the_reliability_report(tmp_path, monkeypatch):
     spec.loader.exec_module(report)
     assert report.main(["--output", str(tmp_path / "R.md")]) == 0
     text = (tmp_path / "R.md").read_text()
-    assert text.index("## First area") < text.index("## Second area")  # file-name order
+    assert text.index("## First area") < text.index("## Second area")  # unknown slugs: file-name order
     assert "| case | tried | outcome | max s |" in text and "| x | 3 | ok | 0.25 |" in text
-    assert "1,003 generated inputs and faults in 2 area(s)" in text and "A note." in text and "(took 1 s)" in text
+    assert "1,003 generated inputs and injected faults in 2 area(s)" in text and "A note." in text and "(took 1 s)" in text
     assert "make test-slow && .venv/bin/python scripts/reliability_report.py" in text
