@@ -65,9 +65,9 @@ def _prep(path: Path, num: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def four_records(tmp_path_factory):
-    """4 records: one epoch is 4 optimizer steps at one prompt per step."""
-    return _prep(tmp_path_factory.mktemp("data") / "rec4", 4)
+def two_records(tmp_path_factory):
+    """2 records: one epoch is 2 optimizer steps at one prompt per step."""
+    return _prep(tmp_path_factory.mktemp("data") / "rec2", 2)
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -147,6 +147,7 @@ def test_resume_with_no_complete_checkpoint(tmp_path, caplog):
     _fake_checkpoint(out, 2, complete=False)
     with pytest.raises(ValueError, match="has no complete checkpoint .*checkpoint-2.*`auto`"):
         resolve_resume("true", out)
+    assert (out / "checkpoint-2").is_dir(), "nothing is moved when there is nothing to resume from"
     assert resolve_resume("auto", out) is None  # a fresh start; the torn folder is moved aside
     assert not (out / "checkpoint-2").exists() and (out / "incomplete-checkpoint-2").is_dir()
     assert resolve_resume("auto", tmp_path / "never_created") is None
@@ -251,10 +252,10 @@ def _fail_optimizer_save_in(monkeypatch, folder_name: str):
     monkeypatch.setattr(torch, "save", save)
 
 
-def test_disk_full_while_saving_a_checkpoint(tiny_dir, four_records, reward_file, tmp_path, monkeypatch, capsys, caplog):
+def test_disk_full_while_saving_a_checkpoint(tiny_dir, two_records, reward_file, tmp_path, monkeypatch, capsys, caplog):
     out = tmp_path / "run"
     _fail_optimizer_save_in(monkeypatch, "checkpoint-2")
-    code = cli_main(["train", *_argv(tiny_dir, four_records, out, reward_file, "--max_steps", "3")])
+    code = cli_main(["train", *_argv(tiny_dir, two_records, out, reward_file, "--max_steps", "2")])
     err = capsys.readouterr().err
     assert code == 2
     assert "error: the disk is full" in err and "Traceback" not in err
@@ -265,13 +266,14 @@ def test_disk_full_while_saving_a_checkpoint(tiny_dir, four_records, reward_file
     assert "has no checkpoint_complete.json" in incomplete_reason(out / "checkpoint-2")
     # space freed: the same command resumes from checkpoint-1, never from the half-written checkpoint-2
     monkeypatch.undo()
-    code = cli_main(["train", *_argv(tiny_dir, four_records, out, reward_file, "--max_steps", "3"),
+    code = cli_main(["train", *_argv(tiny_dir, two_records, out, reward_file, "--max_steps", "2"),
                      "--resume_from_checkpoint", "true"])
     captured = capsys.readouterr()
     assert code == 0
-    assert f"resuming from {out / 'checkpoint-1'}" in captured.out and "GRPO done: 3 steps" in captured.out
+    assert f"resuming from {out / 'checkpoint-1'}" in captured.out and "GRPO done: 2 steps" in captured.out
     assert "skipped" in caplog.text and "checkpoint-2" in caplog.text
-    assert json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["global_step"] == 3
+    assert json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 2
+    assert incomplete_reason(out / "checkpoint-2") is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,21 +306,21 @@ def _train(argv, resume=None, stop_at=None):
     return trainer
 
 
-def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(tiny_dir, four_records, reward_file, tmp_path, capsys):
-    """6 steps over 4 records (two epochs); the interrupted run resumes in the second epoch.
+def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(tiny_dir, two_records, reward_file, tmp_path, capsys):
+    """4 steps over 2 records (two epochs); the interrupted run resumes in the middle of the second epoch.
 
     This needs three things the Trainer does not do on its own for Qwen2.5-VL under TRL: the
     weights restored with the key conversion, the sampler's own generator advanced past epoch 0,
     and the checkpoint on a generation boundary.
     """
     straight, broken = tmp_path / "straight", tmp_path / "broken"
-    _train(_argv(tiny_dir, four_records, straight, reward_file, "--max_steps", "6"))
-    assert _train(_argv(tiny_dir, four_records, broken, reward_file, "--max_steps", "6"), stop_at=6) is None
-    assert sorted(p.name for p in broken.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-5"]  # limit 2
+    _train(_argv(tiny_dir, two_records, straight, reward_file, "--max_steps", "4"))
+    assert _train(_argv(tiny_dir, two_records, broken, reward_file, "--max_steps", "4"), stop_at=4) is None
+    assert sorted(p.name for p in broken.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]  # limit 2
     assert all(incomplete_reason(p) is None for p in broken.glob("checkpoint-*"))
-    trainer = _train(_argv(tiny_dir, four_records, broken, reward_file, "--max_steps", "6"), resume="true")
-    assert f"resuming from {broken / 'checkpoint-5'}" in capsys.readouterr().out
-    assert trainer.state.global_step == 6
+    trainer = _train(_argv(tiny_dir, two_records, broken, reward_file, "--max_steps", "4"), resume="true")
+    assert f"resuming from {broken / 'checkpoint-3'}" in capsys.readouterr().out
+    assert trainer.state.global_step == 4
     resumed, uninterrupted, start = _weights(broken), _weights(straight), _weights(Path(tiny_dir))
     moved = max((uninterrupted[k] - start[k]).abs().max().item() for k in uninterrupted.keys() & start.keys())
     assert moved > 1e-4, "training did not move the weights: the comparison would prove nothing"

@@ -257,21 +257,21 @@ def resolve_resume(value, output_dir: str | Path, is_main_process: bool = True) 
         return value
     found = checkpoints_in(output_dir)
     chosen = last_complete_checkpoint(output_dir)
-    chosen_step = -1 if chosen is None else int(_CHECKPOINT.match(chosen.name).group(1))
-    skipped = [(folder, incomplete_reason(folder)) for step, folder in found if step > chosen_step]
-    for folder, reason in skipped:
-        if is_main_process:
-            aside = folder.with_name(INCOMPLETE_PREFIX + folder.name)
-            logger.warning("skipped %s: %s; moved it to %s", folder, reason, aside.name)
-            shutil.rmtree(aside, ignore_errors=True)
-            folder.rename(aside)
     if chosen is None and value == LATEST:
-        older = ", ".join(f.name for _, f in found) or "none"
+        # Nothing is moved: these may be checkpoints written before markers existed.
+        names = ", ".join(f.name for _, f in found) or "none"
         raise ValueError(
-            f"resume_from_checkpoint=true but {output_dir} has no complete checkpoint (checkpoint folders: {older}); "
+            f"resume_from_checkpoint=true but {output_dir} has no complete checkpoint (checkpoint folders: {names}); "
             "start without resume_from_checkpoint, use `auto` to start fresh when there is none, "
             "or give a checkpoint folder by path to use one that has no completion marker"
         )
+    chosen_step = -1 if chosen is None else int(_CHECKPOINT.match(chosen.name).group(1))
+    for step, folder in found:
+        if step > chosen_step and is_main_process:
+            aside = folder.with_name(INCOMPLETE_PREFIX + folder.name)
+            logger.warning("skipped %s: %s; moved it to %s", folder, incomplete_reason(folder), aside.name)
+            shutil.rmtree(aside, ignore_errors=True)
+            folder.rename(aside)
     return None if chosen is None else str(chosen)
 
 
