@@ -24,14 +24,19 @@ resume path before ``trainer.train``):
 - :func:`disk_full_error` recognises a full disk (or quota) in what a save raised, and says which
   folder, which checkpoint is intact and how to resume.
 
-Exact resume with TRL's GRPOTrainer: completions are generated once every
-``steps_per_generation × num_iterations`` micro-steps and reused from a buffer that is not saved
-in the checkpoint (a resumed trainer regenerates at once). A checkpoint therefore resumes to
-exactly the run that was never stopped only when it falls on a generation boundary:
-``save_steps × gradient_accumulation_steps`` must be a multiple of
-``steps_per_generation × num_iterations``. :func:`check_save_steps` enforces it before the model
-loads. With TRL's defaults (``num_iterations=1``, ``steps_per_generation`` =
-``gradient_accumulation_steps``) every step is a boundary.
+Exact resume (a resumed run ends with the same weights as one never stopped, same seed and data)
+needs three more things the Trainer and TRL do not do on their own:
+- Weights. transformers 5.23 reloads them with a plain ``load_state_dict`` that matches no key of
+  a saved Qwen2.5-VL, so the resumed run silently goes on from the starting weights.
+  :func:`restore_model_weights` loads them through ``from_pretrained`` first.
+- Data order. TRL's sampler draws each epoch's order from its own generator, which the Trainer
+  does not restore. :class:`ReplaySamplerEpochs` replays the epochs already trained.
+- Generation boundaries. TRL generates once every ``steps_per_generation × num_iterations``
+  micro-steps and reuses the completions from a buffer that is not saved, so a resumed trainer
+  regenerates at once. ``save_steps × gradient_accumulation_steps`` must therefore be a multiple
+  of ``steps_per_generation × num_iterations``; :func:`check_save_steps` enforces it before the
+  model loads. With TRL's defaults (``num_iterations=1``, ``steps_per_generation`` =
+  ``gradient_accumulation_steps``) every step is a boundary.
 """
 
 from __future__ import annotations
