@@ -64,6 +64,25 @@ def test_completions_that_do_not_parse_are_recorded_as_failures(tiny_dir, rec_da
     assert "report.html" in {p.name for p in (tmp_path / "eval").iterdir()}
 
 
+def test_a_scorer_that_raises_is_recorded_and_the_run_goes_on(tiny_dir, rec_data, tmp_path, monkeypatch):
+    real_judge = evaluate.rewards.judge
+
+    def judge(*args, **sample):  # a user task whose scorer has a bug, on one sample
+        if sample["id"] == "synthetic-rec-s0-000003":
+            raise ZeroDivisionError("division by zero in my_scorer")
+        return real_judge(*args, **sample)
+
+    monkeypatch.setattr(evaluate.rewards, "judge", judge)
+    job = EvalJob(str(tiny_dir), [str(rec_data)], tmp_path / "eval", max_samples=N, settings=SETTINGS)
+    run_eval(job)
+    predictions = {p["id"]: p for p in _read_jsonl(tmp_path / "eval" / "predictions.jsonl")}
+    assert len(predictions) == N
+    failed = predictions["synthetic-rec-s0-000003"]
+    assert failed["error"] == "scoring failed: ZeroDivisionError: division by zero in my_scorer"
+    assert (failed["score"], failed["correct"]) == (0.0, False)
+    assert all(p["error"] is None for rid, p in predictions.items() if rid != "synthetic-rec-s0-000003")
+
+
 def test_an_undecodable_image_is_recorded_and_the_run_goes_on(tiny_dir, tmp_path):
     records = [rec_record(f"r{i}", image=f"images/{i}.png") for i in range(3)]
     ds = write_dataset(tmp_path / "ds", records, {f"images/{i}.png": Image.new("RGB", (32, 24)) for i in (0, 2)})

@@ -50,8 +50,12 @@ def length_order(rows: RowSet, indices: Iterable[int]) -> list[int]:
 def judge_row(row: dict, completion: str, index: int, error: str | None = None) -> dict:
     """One prediction line: the completion, its parsed answer and score, judged by the reward code."""
     sample = {k: v for k, v in row.items() if k != "prompt"}
-    verdict = rewards.judge(row["task"], completion, **sample)
-    format_ok = rewards.get("format")([completion], **{k: [v] for k, v in sample.items()})[0] == 1.0
+    try:
+        verdict = rewards.judge(row["task"], completion, **sample)
+        format_ok = rewards.get("format")([completion], **{k: [v] for k, v in sample.items()})[0] == 1.0
+    except Exception as err:  # a scorer that raises (a user task's, say): recorded as a failure, the run goes on
+        verdict, format_ok = rewards.Judgement(None, False, 0.0, False), False
+        error = error or f"scoring failed: {type(err).__name__}: {err}"
     return {
         "index": index,
         "id": row["id"],
