@@ -25,7 +25,10 @@ same model; the time of a step runs from the trainer's ``on_step_begin`` to
 its ``on_step_end`` (data loading excluded, identical in both modes).
 ``speedup`` is the median off-step time over the median on-step time;
 ``speedup_of_fastest`` compares each mode's fastest step, the one least
-disturbed by other work on a shared machine.
+disturbed by other work on a shared machine. The time spent in the model's
+``generate`` (prefill and decode loop) is recorded too, and
+``speedup_outside_generation`` compares the rest of the step (the reference
+log-prob pass, the training forward and backward, the optimizer step).
 
 Shapes:
 - ``tiny``: the offline tiny model (default ``TinySpec``), 112x112 synthetic
@@ -163,6 +166,8 @@ class Result:
     setting: str
     off: list[float]
     on: list[float]
+    off_generation: list[float]
+    on_generation: list[float]
     off_peak: int | None
     on_peak: int | None
     requested: int
@@ -182,6 +187,13 @@ class Result:
             "speedup": round(median(self.off) / median(self.on), 3),
             # the fastest step of each mode: the least disturbed by other work on a shared machine
             "speedup_of_fastest": round(min(self.off) / min(self.on), 3),
+            # generation (transformers generate: prefill + decode loop) and the rest of the step (the reference
+            # log-prob pass, the training forward and backward, the optimizer step)
+            "off_generation_median_s": round(median(self.off_generation), 3),
+            "on_generation_median_s": round(median(self.on_generation), 3),
+            "speedup_outside_generation": round(
+                median(t - g for t, g in zip(self.off, self.off_generation))
+                / median(t - g for t, g in zip(self.on, self.on_generation)), 3),
             "off_peak_mib": mib(self.off_peak),
             "on_peak_mib": mib(self.on_peak),
             f"{counted}_requested": self.requested,
@@ -286,6 +298,22 @@ def _variety(completions, **columns):
     return [len(set(t)) / (1.0 + len(t)) for t in texts]
 
 
+class GenerationTimer:
+    """Seconds spent in the model's ``generate`` (TRL calls it on the unwrapped model), summed until reset."""
+
+    def __init__(self, model) -> None:
+        self.seconds = 0.0
+        self._generate = model.generate
+        model.generate = self
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return self._generate(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
 def schedule(warmup: int, pairs: int) -> list[str]:
     """Uncounted warm-up steps, timed steps off,on,on,off,... (ABBA: linear drift cancels), one profiled step each."""
     warm = [("warm-off", "warm-on")[i % 2] for i in range(warmup)]
@@ -314,7 +342,9 @@ def run_setting(feature: str, shape: Shape, frozen: bool, args) -> Result:
     )
     trainer = GRPOTrainer(model=model, reward_funcs=[_variety], args=config, train_dataset=rows.to_hf(),
                           processing_class=processor)
-    result = Result(feature, shape.name, "vision_frozen" if frozen else "vision_trainable", [], [], None, None, 0, 0)
+    result = Result(feature, shape.name, "vision_frozen" if frozen else "vision_trainable", [], [], [], [], None, None,
+                    0, 0)
+    generation = GenerationTimer(trainer.model)
     targets = [(trainer.model, trainer.processing_class), (trainer.ref_model, None)]
 
     class Switch(TrainerCallback):
@@ -322,6 +352,7 @@ def run_setting(feature: str, shape: Shape, frozen: bool, args) -> Result:
             self.mode = modes[state.global_step]
             switch_feature(feature, self.mode.endswith("on"), targets)
             reset_counts(feature, trainer.model)
+            generation.seconds = 0.0
             self.profiler = None
             if self.mode.startswith("memory"):
                 cpu = [torch.profiler.ProfilerActivity.CPU]
@@ -338,6 +369,7 @@ def run_setting(feature: str, shape: Shape, frozen: bool, args) -> Result:
             if self.mode.startswith("warm"):
                 return
             getattr(result, self.mode).append(elapsed)
+            getattr(result, f"{self.mode}_generation").append(generation.seconds)
             if self.mode == "on":
                 requested, computed = feature_counts(feature, trainer.model)
                 result.requested += requested
@@ -352,7 +384,7 @@ def run_setting(feature: str, shape: Shape, frozen: bool, args) -> Result:
 
 def print_table(rows: list[dict]) -> None:
     header = (f"{'feature':<13} {'shape':<7} {'setting':<17} {'steps':>5} {'off s':>7} {'on s':>7} {'speedup':>8} "
-              f"{'fastest':>8} {'off MiB':>8} {'on MiB':>8} {'computed/requested':>22}")
+              f"{'fastest':>8} {'w/o gen':>8} {'off MiB':>8} {'on MiB':>8} {'computed/requested':>22}")
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -361,6 +393,7 @@ def print_table(rows: list[dict]) -> None:
         computed = r.get("vision_images_encoded", r.get("lm_tokens_computed"))
         print(f"{r['feature']:<13} {r['shape']:<7} {r['setting']:<17} {r['steps_each']:>5} {r['off_median_s']:>7.2f} "
               f"{r['on_median_s']:>7.2f} {r['speedup']:>7.2f}x {r['speedup_of_fastest']:>7.2f}x "
+              f"{r['speedup_outside_generation']:>7.2f}x "
               f"{r['off_peak_mib'] or float('nan'):>8.1f} {r['on_peak_mib'] or float('nan'):>8.1f} "
               f"{f'{computed}/{requested} {unit}':>22}")
 
