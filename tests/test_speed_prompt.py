@@ -15,7 +15,8 @@ from vlm_grpo.speed import (
     enable_shared_prompt,
     shared_prompt_stats,
 )
-from vlm_grpo.speed.shared_prompt import language_backbone, plan_sharing
+from vlm_grpo.speed.prompt_plan import plan_sharing
+from vlm_grpo.speed.shared_prompt import language_backbone
 
 RTOL = 1e-5
 G = 4
