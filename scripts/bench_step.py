@@ -12,7 +12,7 @@ Features:
   runs each distinct prompt once per forward. Compared on and off with the
   image cache on in both; the ``scaled`` model with a ~1000-token image prompt
   (868x868 px: 961 image tokens) and 256-token completions; vision tower
-  trainable.
+  trainable, and frozen.
 
 Each step is TRL's real ``GRPOTrainer`` step: generation with transformers
 ``generate`` (completions forced to ``max_completion_length`` tokens so every
@@ -116,7 +116,7 @@ class Feature:
 
 FEATURES = {
     "image_cache": Feature("image_cache", SCALED_IMAGE, SCALED_COMPLETION, (False, True)),
-    "shared_prompt": Feature("shared_prompt", 868, 256, (False,)),  # (868 / 28)^2 = 961 image tokens
+    "shared_prompt": Feature("shared_prompt", 868, 256, (False, True)),  # (868 / 28)^2 = 961 image tokens
 }
 
 
