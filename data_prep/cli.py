@@ -91,7 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     syn.add_argument("--colors", type=_names, default=None, metavar="LIST", help="default red,green,blue,yellow")
     syn.add_argument("--size-range", type=_int_range, default=(14, 36), metavar="MIN-MAX", help="shape size, px")
     syn.add_argument("--grid", type=int, metavar="PX", help="snap shapes to cells of PX pixels (e.g. 28)")
-    syn.add_argument("--background", default="plain", metavar="KIND", help="plain or noise")
+    syn.add_argument("--background", default="plain", metavar="KIND",
+                     help="plain, noise, or tiles (needs --grid: each cell a position-coding colour)")
     syn.add_argument("--referring", default="color+kind", metavar="STYLE",
                      help="rec phrase: color+kind ('the red circle'), color ('the red shape') or kind ('the circle')")
 

@@ -34,6 +34,7 @@ from data_prep.items import Rejected, SourceItem
 from data_prep.packed import PrepError
 
 TASKS = ("rec", "count", "math")
+BACKGROUNDS = ("plain", "noise", "tiles")
 SHAPE_KINDS = ("circle", "square", "triangle")  # keep in sync with _DRAWERS
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -70,8 +71,11 @@ class SyntheticConfig:
         size_range: inclusive ``(min, max)`` shape side/diameter in pixels.
         grid: if set, cell size in pixels: each shape sits centred in its own cell
             (shape size capped to fit the cell with a 2 px margin).
-        background: ``plain`` (``background_color``) or ``noise`` (uniform noise of
-            +-``noise_level`` around ``background_color``).
+        background: ``plain`` (``background_color``), ``noise`` (uniform noise of
+            +-``noise_level`` around ``background_color``) or ``tiles`` (needs ``grid``:
+            each cell is filled with its own light colour whose red channel grows with the
+            column and green channel with the row, a "map" that puts where a cell is into
+            its pixels; see :func:`tile_color`).
         referring: rec phrase style: ``color+kind`` ("the red circle"), ``color``
             ("the red shape") or ``kind`` ("the circle"); distractors never match the
             attributes the phrase uses, so the referent is always unique.
@@ -84,7 +88,7 @@ class SyntheticConfig:
     colors: tuple[str, ...] = ("red", "green", "blue", "yellow")
     size_range: tuple[int, int] = (14, 36)
     grid: int | None = None
-    background: Literal["plain", "noise"] = "plain"
+    background: Literal["plain", "noise", "tiles"] = "plain"
     background_color: tuple[int, int, int] = (255, 255, 255)
     noise_level: int = 40
     referring: Literal["color+kind", "color", "kind"] = "color+kind"
@@ -105,7 +109,8 @@ class SyntheticConfig:
             (not self.shape_kinds or set(self.shape_kinds) - set(SHAPE_KINDS), f"shape_kinds must be from {SHAPE_KINDS}"),
             (not self.colors or set(self.colors) - set(COLORS), f"colors must be from {tuple(COLORS)}"),
             (self.grid is not None and not 8 <= self.grid <= min(width, height), f"grid must be 8..{min(width, height)} px"),
-            (self.background not in ("plain", "noise"), f"background must be plain or noise, got {self.background!r}"),
+            (self.background not in BACKGROUNDS, f"background must be one of {BACKGROUNDS}, got {self.background!r}"),
+            (self.background == "tiles" and self.grid is None, "background 'tiles' needs a grid (e.g. grid=28)"),
             (self.referring not in _PHRASES, f"referring must be one of {tuple(_PHRASES)}, got {self.referring!r}"),
             (self.max_operand < 1, "max_operand must be >= 1"),
             (not self.operators or set(self.operators) - set(_OPERATORS), f"operators must be from {tuple(_OPERATORS)}"),
@@ -170,9 +175,38 @@ def _tight_box(kind: str, slot: _Slot, size: tuple[int, int]) -> list[int]:
     return list(mask.getbbox())
 
 
+def tile_color(col: int, row: int, cols: int, rows: int) -> tuple[int, int, int]:
+    """The ``tiles`` background colour of cell ``(col, row)`` in a ``cols`` x ``rows`` grid.
+
+    Red runs 130..240 from the left column to the right one, green 130..240 from the
+    top row to the bottom one, blue is fixed at 200. Why: neither Qwen2.5-VL's vision
+    tower (2-D RoPE, no absolute position embedding) nor its LM (RoPE acts on queries
+    and keys only) puts a token's position into its features, so a small model trained
+    for minutes cannot read coordinates off a plain image; with tiles the token of a
+    shape carries both what it is and where it is. Blue 200 matches no entry of
+    :data:`COLORS`, so a shape is never the colour of a tile.
+    """
+
+    def ramp(index: int, count: int) -> int:
+        return 185 if count == 1 else 130 + round(110 * index / (count - 1))
+
+    return ramp(col, cols), ramp(row, rows), 200
+
+
 def _background(config: SyntheticConfig, nprng: np.random.Generator) -> Image.Image:
     if config.background == "plain":
         return Image.new("RGB", config.image_size, config.background_color)
+    if config.background == "tiles":
+        width, height = config.image_size
+        cell = config.grid
+        cols, rows = -(-width // cell), -(-height // cell)
+        image = Image.new("RGB", config.image_size)
+        draw = ImageDraw.Draw(image)
+        for row in range(rows):
+            for col in range(cols):
+                draw.rectangle([col * cell, row * cell, (col + 1) * cell - 1, (row + 1) * cell - 1],
+                               fill=tile_color(col, row, cols, rows))
+        return image
     width, height = config.image_size
     noise = nprng.integers(-config.noise_level, config.noise_level + 1, size=(height, width, 3))
     pixels = np.clip(np.asarray(config.background_color, dtype=np.int64) + noise, 0, 255).astype(np.uint8)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from data_prep import synthetic
 from data_prep.packed import PrepError, Record, validate_record
-from data_prep.synthetic import COLORS, SyntheticConfig, generate, make_sample
+from data_prep.synthetic import COLORS, SyntheticConfig, generate, make_sample, tile_color
 
 
 def _pixels(item):
@@ -107,9 +107,32 @@ def test_noise_background_differs_from_plain():
     assert np.unique(_pixels(noisy).reshape(-1, 3), axis=0).shape[0] > 50
 
 
+def test_tiles_background_codes_each_cell_position():
+    config = SyntheticConfig(image_size=(112, 84), grid=28, num_shapes=(1, 3), size_range=(24, 24), background="tiles")
+    for item in generate("rec", 20, seed=6, config=config):
+        _check_rec(item, config)  # shapes never take a tile's colour: the referent's pixels stay exact
+        pixels = _pixels(item)
+        occupied = {(s["box"][0] // 28, s["box"][1] // 28) for s in item.meta["shapes"]}
+        for row in range(3):
+            for col in range(4):
+                corner = tuple(pixels[row * 28, col * 28])  # a shape leaves a 2 px margin, so corners are tile
+                assert corner == tile_color(col, row, 4, 3)
+                if (col, row) not in occupied:
+                    assert (pixels[row * 28:(row + 1) * 28, col * 28:(col + 1) * 28] == corner).all()
+    colours = {tile_color(c, r, 4, 3) for c in range(4) for r in range(3)}
+    assert len(colours) == 12  # every cell has its own colour
+    assert tile_color(0, 0, 4, 3)[0] < tile_color(3, 0, 4, 3)[0] and tile_color(0, 0, 4, 3)[1] < tile_color(0, 2, 4, 3)[1]
+
+
+def test_tiles_background_keeps_the_shapes_and_answers():
+    plain = make_sample("rec", 3, 0, SyntheticConfig(grid=28, size_range=(24, 24)))
+    tiles = make_sample("rec", 3, 0, SyntheticConfig(grid=28, size_range=(24, 24), background="tiles"))
+    assert (plain.problem, plain.solution, plain.meta) == (tiles.problem, tiles.solution, tiles.meta)
+
+
 @pytest.mark.parametrize(
     "overrides",
-    [{"image_size": 8}, {"num_shapes": (3, 2)}, {"colors": ("pink",)}, {"shape_kinds": ("hexagon",)},
+    [{"image_size": 8}, {"background": "tiles"}, {"num_shapes": (3, 2)}, {"colors": ("pink",)}, {"shape_kinds": ("hexagon",)},
      {"grid": 200}, {"background": "stripes"}, {"referring": "size"}, {"size_range": (1, 4)}, {"operators": ("/",)}],
 )
 def test_config_is_checked(overrides):

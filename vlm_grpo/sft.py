@@ -2,9 +2,11 @@
 
 Each packed record becomes a prompt (the same template GRPO uses) and a target
 ``<think>…</think><answer>…</answer>``. The thinking text is the record's
-``meta.thinking`` when the dataset has one, else a short sentence restating the
-question; REC answers are the solution box converted into the model family's
-frame (what the rewards convert back from), rounded to integers.
+``meta.thinking`` when the dataset has one, else the question itself (for REC,
+the referring phrase): short and fixed, so a small model learns the format in a
+few dozen steps, and the phrase sits right before the answer. REC answers are
+the solution box converted into the model family's frame (what the rewards
+convert back from), rounded to integers.
 """
 
 from __future__ import annotations
@@ -27,8 +29,7 @@ def answer_text(row: dict) -> str:
 def thinking_text(row: dict, meta: dict) -> str:
     if meta.get("thinking"):
         return str(meta["thinking"])
-    question = row["prompt"][0]["content"][-1]["text"].split("\n", 1)[0].strip()
-    return f"The question is: {question} I look at the image to answer it."
+    return row["prompt"][0]["content"][-1]["text"].split("\n", 1)[0].strip()
 
 
 def target_text(row: dict, meta: dict) -> str:
