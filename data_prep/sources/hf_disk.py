@@ -15,7 +15,7 @@ from typing import Any
 from data_prep.items import Rejected, SourceItem
 from data_prep.packed import PrepError
 from data_prep.sources import SourceOptions, SourceSpec, stem_of
-from data_prep.sources.tables import resolve_columns, row_to_item
+from data_prep.sources.tables import guarded_row_batches, resolve_columns, row_to_item
 
 BATCH_ROWS = 64
 
@@ -48,17 +48,11 @@ def _load(spec: SourceSpec, options: SourceOptions) -> Any:
 
 def _row_batches(dataset: Any, label: str) -> Iterator[list[dict[str, Any]]]:
     """The dataset's rows in batches; a damaged Arrow file raises PrepError naming the dataset."""
-    batches = dataset.with_format("arrow").iter(batch_size=BATCH_ROWS)
-    while True:
-        try:
-            batch = next(batches, None)
-            if batch is None:
-                return
-            rows = batch.to_pylist()
-        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types on damaged data
-            raise PrepError(f"{label}: cannot read its Arrow data ({type(exc).__name__}: {exc})",
-                            reason="malformed_input") from None
-        yield rows
+    return guarded_row_batches(
+        iter(dataset.with_format("arrow").iter(batch_size=BATCH_ROWS)),
+        (Exception,),  # pyarrow raises several types on damaged data
+        lambda exc: f"{label}: cannot read its Arrow data ({type(exc).__name__}: {exc})",
+    )
 
 
 def read(spec: SourceSpec, options: SourceOptions) -> Iterator[SourceItem | Rejected]:

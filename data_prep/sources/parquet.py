@@ -16,7 +16,7 @@ from typing import Any
 from data_prep.items import Rejected, SourceItem
 from data_prep.packed import PrepError
 from data_prep.sources import SourceOptions, SourceSpec, stem_of
-from data_prep.sources.tables import resolve_columns, row_to_item
+from data_prep.sources.tables import guarded_row_batches, resolve_columns, row_to_item
 
 BATCH_ROWS = 64
 
@@ -37,16 +37,11 @@ def _row_batches(table: Any, file: Path) -> Iterator[list[dict[str, Any]]]:
     """The file's rows in batches; a file damaged past its footer raises PrepError naming it."""
     import pyarrow as pa
 
-    batches = table.iter_batches(batch_size=BATCH_ROWS)
-    while True:
-        try:
-            batch = next(batches, None)
-            if batch is None:
-                return
-            rows = batch.to_pylist()
-        except (pa.ArrowException, OSError, ValueError) as exc:
-            raise PrepError(f"{file}: not a readable Parquet file ({exc})", reason="malformed_input") from None
-        yield rows
+    return guarded_row_batches(
+        iter(table.iter_batches(batch_size=BATCH_ROWS)),
+        (pa.ArrowException, OSError, ValueError),
+        lambda exc: f"{file}: not a readable Parquet file ({exc})",
+    )
 
 
 def read(spec: SourceSpec, options: SourceOptions) -> Iterator[SourceItem | Rejected]:

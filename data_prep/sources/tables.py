@@ -20,6 +20,7 @@ scalar columns (numbers, booleans, strings up to 500 characters) are kept in ``m
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,3 +136,18 @@ def row_to_item(
     return SourceItem(
         id=record_id, task=task, images=images, problem=problem, solution=solution, origin=where, meta=meta
     )
+
+
+def guarded_row_batches(batches: Iterator, errors: tuple[type[BaseException], ...], describe) -> Iterator[list[dict]]:
+    """``to_pylist()`` of each Arrow batch; a read error (a file damaged past its footer only fails while
+    iterating) becomes one ``PrepError`` whose message is ``describe(exception)``."""
+    while True:
+        try:
+            batch = next(batches, None)
+            if batch is None:
+                return
+            rows = batch.to_pylist()
+        except errors as exc:
+            raise PrepError(describe(exc), reason="malformed_input") from None
+        yield rows
+
