@@ -23,6 +23,7 @@ cheap guards first (see :mod:`rewards.mathcheck`).
 from __future__ import annotations
 
 import ctypes
+import sys
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -96,6 +97,30 @@ class _Worker(threading.Thread):
             return True
 
 
+class _DropOurUnraisable:
+    """``sys.unraisablehook`` wrapper that drops a :class:`DeadlineExceeded` landing where it cannot propagate.
+
+    An interrupt delivered while the worker runs a finalizer (``__del__``, a weakref or gc
+    callback) is reported by Python as "unraisable" and the work goes on; the reaper sends
+    another. The report is noise (the caller already returned its default), so it is
+    dropped; every other unraisable exception goes to the hook that was installed before.
+    """
+
+    def __init__(self, hook: Callable) -> None:
+        self.hook = hook
+
+    def __call__(self, unraisable) -> None:
+        if isinstance(unraisable.exc_value, DeadlineExceeded) or unraisable.exc_type is DeadlineExceeded:
+            return
+        self.hook(unraisable)
+
+
+def _quiet_unraisable() -> None:
+    """Install :class:`_DropOurUnraisable` over the current hook (once; only when a worker is interrupted)."""
+    if not isinstance(sys.unraisablehook, _DropOurUnraisable):
+        sys.unraisablehook = _DropOurUnraisable(sys.unraisablehook)
+
+
 def _reap(worker: _Worker) -> None:
     # Re-send in case library code swallowed the interrupt (a bare except, a gc callback).
     for _ in range(_REAP_TRIES):
@@ -120,6 +145,7 @@ def call_with_deadline(fn: Callable[[], T], budget_s: float, default: D) -> T | 
         if worker.error is not None:
             raise worker.error
         return worker.value  # type: ignore[return-value]
+    _quiet_unraisable()
     if worker.interrupt():
         threading.Thread(target=_reap, args=(worker,), name="rewards-reaper", daemon=True).start()
     return default

@@ -236,3 +236,30 @@ def test_deadline_many_short_calls(monkeypatch):
     assert call_with_deadline(lambda: "fine", 1.0, default=None) == "fine"
     wait_for_workers()
     assert stray == [] and not _live_workers()
+
+
+def test_an_interrupt_landing_in_a_finalizer_is_not_reported():
+    """A DeadlineExceeded delivered inside ``__del__`` is "unraisable": dropped, other reports still pass."""
+    import sys
+
+    from rewards.deadline import DeadlineExceeded, _quiet_unraisable
+
+    seen = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = seen.append
+    try:
+        _quiet_unraisable()
+        _quiet_unraisable()  # installed once
+
+        class Late:
+            def __init__(self, exc):
+                self.exc = exc
+
+            def __del__(self):
+                raise self.exc
+
+        Late(DeadlineExceeded())
+        Late(KeyError("other"))
+    finally:
+        sys.unraisablehook = previous
+    assert [type(u.exc_value) for u in seen] == [KeyError]
