@@ -524,7 +524,8 @@ def test_sigkill_loop_resumes_from_the_last_complete_checkpoint_and_ends_with_th
 ):
     from vlm_grpo.files import atomic_write_text
 
-    records_n, max_steps = 6, 24  # one prompt per optimizer step: 4 epochs, so resumes land in several
+    # one prompt per optimizer step: 6 epochs, so resumes land in several, with steps to spare for the kills
+    records_n, max_steps = 6, 36
     data = _prep(tmp_path / "rec", records_n)
     harness = tmp_path / "harness.py"
     harness.write_text(HARNESS)
@@ -569,7 +570,8 @@ def test_sigkill_loop_resumes_from_the_last_complete_checkpoint_and_ends_with_th
                     e.startswith("train") for e in (_events_of(events, proc.pid) if events.exists() else [])
                 ):
                     time.sleep(0.05)
-                time.sleep(rng.uniform(1.0, 5.0))
+                # a tiny-model step takes ~0.1-0.5 s: a short delay, or one kill would use up the whole run
+                time.sleep(rng.uniform(0.05, 1.0))
                 if proc.poll() is None:
                     os.kill(proc.pid, signal.SIGKILL)
             code = proc.wait(timeout=900)
