@@ -178,8 +178,9 @@ def _tight_box(kind: str, slot: _Slot, size: tuple[int, int]) -> list[int]:
 def tile_color(col: int, row: int, cols: int, rows: int) -> tuple[int, int, int]:
     """The ``tiles`` background colour of cell ``(col, row)`` in a ``cols`` x ``rows`` grid.
 
-    Red runs 130..240 from the left column to the right one, green 130..240 from the
-    top row to the bottom one, blue is fixed at 200. Why: neither Qwen2.5-VL's vision
+    Red runs 0..255 from the left column to the right one, green 0..255 from the
+    top row to the bottom one, blue is fixed at 200 (the full range: a small model
+    learned the column faster than with a pale 130..240 ramp). Why: neither Qwen2.5-VL's vision
     tower (2-D RoPE, no absolute position embedding) nor its LM (RoPE acts on queries
     and keys only) puts a token's position into its features, so a small model trained
     for minutes cannot read coordinates off a plain image; with tiles the token of a
@@ -188,7 +189,7 @@ def tile_color(col: int, row: int, cols: int, rows: int) -> tuple[int, int, int]
     """
 
     def ramp(index: int, count: int) -> int:
-        return 185 if count == 1 else 130 + round(110 * index / (count - 1))
+        return 128 if count == 1 else round(255 * index / (count - 1))
 
     return ramp(col, cols), ramp(row, rows), 200
 

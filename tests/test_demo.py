@@ -22,4 +22,9 @@ def test_quick_demo_writes_summary_reports_and_plot(tmp_path, capsys):
         assert (out / f"eval_{side}" / "report.html").exists()
     assert set(summary["seconds"]) == {"policy", "data", "sft", "eval_before", "grpo", "eval_after"}
     assert Image.open(out / "rewards.png").size[0] > 100
-    assert (out / "data" / "train" / "manifest.json").exists() and (out / "data" / "val" / "manifest.json").exists()
+    manifest = json.loads((out / "data" / "train" / "manifest.json").read_text())
+    assert manifest["settings"]["synthetic"]["background"] == "tiles"  # the demo's task, through prep's options
+    assert (out / "data" / "val" / "manifest.json").exists()
+    assert summary["plan"]["sft_steps"] == 30 and summary["after"]["metrics"]["by_task"]["rec"]["format_rate"] >= 0
+    history = json.loads((out / "grpo" / "training_log.json").read_text())
+    assert any("rewards/iou/mean" in h for h in history)  # GRPO ran with the iou reward

@@ -157,3 +157,18 @@ def test_rec_property(size, shapes, grid, seed):
     item = make_sample("rec", seed % 7, seed, config)
     _check_rec(item, config)
     validate_record(_as_record(item), where=item.origin)
+
+
+def test_tiles_through_the_prep_command(tmp_path):
+    from prep_helpers import run_cli
+
+    from data_prep.packed import load_packed
+
+    base = ["--format", "synthetic", "--task", "rec", "--num", "6", "--grid", "28", "--size-range", "24-24"]
+    code, _, err = run_cli([*base, "--background", "tiles", "--output", str(tmp_path / "d")])
+    assert code == 0, err
+    data = load_packed(tmp_path / "d")
+    assert data.manifest["settings"]["synthetic"]["background"] == "tiles"
+    assert np.asarray(data.open_image(data.records[0]))[0, 0].tolist() == list(tile_color(0, 0, 4, 4))
+    code, _, err = run_cli(["--format", "synthetic", "--task", "rec", "--background", "tiles", "--output", str(tmp_path / "e")])
+    assert code == 2 and "background 'tiles' needs a grid" in err and not (tmp_path / "e").exists()
