@@ -58,6 +58,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling
 
 from vlm_grpo.speed.prompt_plan import SharePlan, call_images, images_per_row, plan_sharing, row_keys
+from vlm_grpo.speed.vision_cache import _ranges, _starts  # the patch-row arithmetic of the image cache
 
 logger = logging.getLogger(__name__)
 
@@ -287,11 +288,9 @@ def _select_images(kwargs: dict, images: list[int]) -> dict:
         selected["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=[features[i] for i in images])}
     elif pixels is not None and grid is not None:
         sizes = grid.prod(-1).tolist()
-        starts = [0]
-        for size in sizes[:-1]:
-            starts.append(starts[-1] + size)
-        rows = [torch.arange(starts[i], starts[i] + sizes[i], device=pixels.device) for i in images]
-        selected["pixel_values"] = pixels.index_select(0, torch.cat(rows))
+        starts = _starts(sizes)
+        rows = _ranges([starts[i] for i in images], [sizes[i] for i in images], pixels.device)
+        selected["pixel_values"] = pixels.index_select(0, rows)
     return selected
 
 
