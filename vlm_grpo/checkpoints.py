@@ -197,7 +197,7 @@ class ReplaySamplerEpochs(TrainerCallback):
         epochs_trained = state.global_step // steps_per_epoch
         for sampler in _seeded_samplers(train_dataloader):
             for _ in range(epochs_trained):
-                for _ in sampler:
+                for _ in sampler:  # drawing an epoch's order is what advances the sampler's generator
                     pass
 
 
