@@ -93,6 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     syn.add_argument("--grid", type=int, metavar="PX", help="snap shapes to cells of PX pixels (e.g. 28)")
     syn.add_argument("--background", default="plain", metavar="KIND",
                      help="plain, noise, or tiles (needs --grid: each cell a position-coding colour)")
+    syn.add_argument("--answer-box", default="tight", choices=["tight", "cell"],
+                     help="rec answer: the shape's tight box (default) or, with --grid, its grid cell's box")
     syn.add_argument("--referring", default="color+kind", metavar="STYLE",
                      help="rec phrase: color+kind ('the red circle'), color ('the red shape') or kind ('the circle')")
 
@@ -125,7 +127,7 @@ def _source_options(args: argparse.Namespace) -> SourceOptions:
         extra = {key: getattr(args, key) for key in ("shape_kinds", "colors") if getattr(args, key)}
         synthetic_config = SyntheticConfig(
             image_size=args.image_size, num_shapes=args.num_shapes, size_range=args.size_range, grid=args.grid,
-            background=args.background, referring=args.referring, **extra,
+            background=args.background, referring=args.referring, answer_box=args.answer_box, **extra,
         )
     return SourceOptions(
         task=args.task, prefix_ids=args.prefix_ids, box_tolerance=args.box_tolerance,

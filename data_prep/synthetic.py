@@ -76,6 +76,9 @@ class SyntheticConfig:
             each cell is filled with its own light colour whose red channel grows with the
             column and green channel with the row, a "map" that puts where a cell is into
             its pixels; see :func:`tile_color`).
+        answer_box: rec answer: ``tight`` (the referent's pixel bounding box) or ``cell``
+            (needs ``grid``: the box of the grid cell that holds the referent, a coarse
+            grounding target whose box does not depend on the shape's size).
         referring: rec phrase style: ``color+kind`` ("the red circle"), ``color``
             ("the red shape") or ``kind`` ("the circle"); distractors never match the
             attributes the phrase uses, so the referent is always unique.
@@ -92,6 +95,7 @@ class SyntheticConfig:
     background_color: tuple[int, int, int] = (255, 255, 255)
     noise_level: int = 40
     referring: Literal["color+kind", "color", "kind"] = "color+kind"
+    answer_box: Literal["tight", "cell"] = "tight"
     max_operand: int = 20
     operators: tuple[str, ...] = ("+", "-", "*")
 
@@ -111,6 +115,8 @@ class SyntheticConfig:
             (self.grid is not None and not 8 <= self.grid <= min(width, height), f"grid must be 8..{min(width, height)} px"),
             (self.background not in BACKGROUNDS, f"background must be one of {BACKGROUNDS}, got {self.background!r}"),
             (self.background == "tiles" and self.grid is None, "background 'tiles' needs a grid (e.g. grid=28)"),
+            (self.answer_box not in ("tight", "cell"), f"answer_box must be 'tight' or 'cell', got {self.answer_box!r}"),
+            (self.answer_box == "cell" and self.grid is None, "answer_box 'cell' needs a grid (e.g. grid=28)"),
             (self.referring not in _PHRASES, f"referring must be one of {tuple(_PHRASES)}, got {self.referring!r}"),
             (self.max_operand < 1, "max_operand must be >= 1"),
             (not self.operators or set(self.operators) - set(_OPERATORS), f"operators must be from {tuple(_OPERATORS)}"),
@@ -233,7 +239,15 @@ def _rec(rng: random.Random, nprng: np.random.Generator, config: SyntheticConfig
     others = [(c, k) for c in config.colors for k in config.shape_kinds if not clashes((c, k), target)]
     attrs = [target] + ([rng.choice(others) for _ in slots[1:]] if others else [])
     image, shapes = _shapes_image(config, nprng, slots[: len(attrs)], attrs)
-    return image, phrase(*target), shapes[0]["box"], {"shapes": shapes}
+    answer = shapes[0]["box"] if config.answer_box == "tight" else _cell_box(slots[0], config)
+    return image, phrase(*target), answer, {"shapes": shapes}
+
+
+def _cell_box(slot: _Slot, config: SyntheticConfig) -> list[int]:
+    """The box of the grid cell that holds ``slot`` (shapes are centred in their cells)."""
+    cell = config.grid
+    col, row = (slot.x + slot.size // 2) // cell, (slot.y + slot.size // 2) // cell
+    return [col * cell, row * cell, (col + 1) * cell, (row + 1) * cell]
 
 
 def _count(rng: random.Random, nprng: np.random.Generator, config: SyntheticConfig) -> tuple[Image.Image, str, Any, dict]:

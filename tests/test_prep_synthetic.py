@@ -130,10 +130,25 @@ def test_tiles_background_keeps_the_shapes_and_answers():
     assert (plain.problem, plain.solution, plain.meta) == (tiles.problem, tiles.solution, tiles.meta)
 
 
+def test_cell_answer_is_the_grid_cell_of_the_referent_whatever_its_size():
+    config = SyntheticConfig(image_size=(112, 84), grid=28, num_shapes=(1, 3), size_range=(8, 24), answer_box="cell")
+    sizes = set()
+    for item in generate("rec", 30, seed=2, config=config):
+        tight = item.meta["shapes"][0]["box"]
+        x1, y1, x2, y2 = item.solution
+        assert (x2 - x1, y2 - y1) == (28, 28) and x1 % 28 == 0 and y1 % 28 == 0
+        assert x1 <= tight[0] and y1 <= tight[1] and tight[2] <= x2 and tight[3] <= y2  # the shape lies inside its cell
+        sizes.add(tight[2] - tight[0])
+        tight_item = make_sample("rec", int(item.id[-6:]), 2, SyntheticConfig(**{**config.__dict__, "answer_box": "tight"}))
+        assert tight_item.solution == tight and np.array_equal(_pixels(tight_item), _pixels(item))  # only the answer differs
+    assert len(sizes) > 5
+
+
 @pytest.mark.parametrize(
     "overrides",
     [{"image_size": 8}, {"background": "tiles"}, {"num_shapes": (3, 2)}, {"colors": ("pink",)}, {"shape_kinds": ("hexagon",)},
-     {"grid": 200}, {"background": "stripes"}, {"referring": "size"}, {"size_range": (1, 4)}, {"operators": ("/",)}],
+     {"grid": 200}, {"background": "stripes"}, {"referring": "size"}, {"size_range": (1, 4)}, {"operators": ("/",)},
+     {"answer_box": "cell"}, {"answer_box": "center"}],
 )
 def test_config_is_checked(overrides):
     with pytest.raises(PrepError, match="synthetic config"):
@@ -172,3 +187,8 @@ def test_tiles_through_the_prep_command(tmp_path):
     assert np.asarray(data.open_image(data.records[0]))[0, 0].tolist() == list(tile_color(0, 0, 4, 4))
     code, _, err = run_cli(["--format", "synthetic", "--task", "rec", "--background", "tiles", "--output", str(tmp_path / "e")])
     assert code == 2 and "background 'tiles' needs a grid" in err and not (tmp_path / "e").exists()
+    code, _, err = run_cli([*base, "--answer-box", "cell", "--output", str(tmp_path / "f")])
+    assert code == 0, err
+    cells = load_packed(tmp_path / "f")
+    assert cells.manifest["settings"]["synthetic"]["answer_box"] == "cell"
+    assert all(r.solution[2] - r.solution[0] == 28 for r in cells.records)
