@@ -93,8 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     syn.add_argument("--grid", type=int, metavar="PX", help="snap shapes to cells of PX pixels (e.g. 28)")
     syn.add_argument("--background", default="plain", metavar="KIND",
                      help="plain, noise, or tiles (needs --grid: each cell a position-coding colour)")
-    syn.add_argument("--answer-box", default="tight", choices=["tight", "cell"],
-                     help="rec answer: the shape's tight box (default) or, with --grid, its grid cell's box")
+    syn.add_argument("--answer-box", default="tight", metavar="KIND",
+                     help="rec answer: tight (the shape's box, default) or cell (needs --grid: its grid cell's box)")
     syn.add_argument("--referring", default="color+kind", metavar="STYLE",
                      help="rec phrase: color+kind ('the red circle'), color ('the red shape') or kind ('the circle')")
 

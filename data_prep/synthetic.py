@@ -35,6 +35,7 @@ from data_prep.packed import PrepError
 
 TASKS = ("rec", "count", "math")
 BACKGROUNDS = ("plain", "noise", "tiles")
+ANSWER_BOXES = ("tight", "cell")
 SHAPE_KINDS = ("circle", "square", "triangle")  # keep in sync with _DRAWERS
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -115,7 +116,7 @@ class SyntheticConfig:
             (self.grid is not None and not 8 <= self.grid <= min(width, height), f"grid must be 8..{min(width, height)} px"),
             (self.background not in BACKGROUNDS, f"background must be one of {BACKGROUNDS}, got {self.background!r}"),
             (self.background == "tiles" and self.grid is None, "background 'tiles' needs a grid (e.g. grid=28)"),
-            (self.answer_box not in ("tight", "cell"), f"answer_box must be 'tight' or 'cell', got {self.answer_box!r}"),
+            (self.answer_box not in ANSWER_BOXES, f"answer_box must be one of {ANSWER_BOXES}, got {self.answer_box!r}"),
             (self.answer_box == "cell" and self.grid is None, "answer_box 'cell' needs a grid (e.g. grid=28)"),
             (self.referring not in _PHRASES, f"referring must be one of {tuple(_PHRASES)}, got {self.referring!r}"),
             (self.max_operand < 1, "max_operand must be >= 1"),

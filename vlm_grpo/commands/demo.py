@@ -77,8 +77,7 @@ SYNTHETIC = ["--image-size", "112", "--grid", "28", "--num-shapes", "1", "--size
 SFT = ["--learning_rate", "1e-3", "--per_device_train_batch_size", "16", "--lr_scheduler_type", "cosine"]
 GRPO = ["--reward_funcs", "format", "iou", "--learning_rate", "5e-5", "--temperature", "1.0", "--beta", "0.04",
         "--max_completion_length", "48"]
-COMMON = ["--use_cpu", "true", "--report_to", "none", "--activation_checkpointing", "false", "--save_strategy", "no",
-          "--freeze_vision", "true"]
+COMMON = ["--use_cpu", "true", "--report_to", "none", "--activation_checkpointing", "false", "--freeze_vision", "true"]
 EVAL = ["--batch-size", "16", "--max-new-tokens", "48"]
 
 
@@ -93,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", type=Path, default=SHIPPED_POLICY,
                         help="starting checkpoint (default: the shipped pre-trained policy, %(default)s)")
     parser.add_argument("--make-policy", action="store_true",
-                        help="instead of the demo, regenerate the starting policy: tiny, prep, sft (about 15 minutes "
+                        help="instead of the demo, regenerate the starting policy: tiny, prep, sft (about 12 minutes "
                              "on 2 CPU cores), eval, and a bf16 copy of the weights in OUTPUT/policy_bf16; copy that "
                              "folder over vlm_grpo/assets/demo_policy to ship it")
     parser.add_argument("--threads", type=int, default=1,
@@ -154,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
                     "--output_dir", str(grpo), "--max_steps", str(plan.grpo_steps),
                     "--num_generations", str(plan.num_generations),
                     "--per_device_train_batch_size", str(plan.prompts_per_step * plan.num_generations),
-                    "--logging_steps", "5", "--rollout_log_steps", "50", "--seed", str(args.seed), *GRPO, *COMMON])
+                    "--logging_steps", "5", "--rollout_log_steps", "50", "--save_strategy", "no", "--seed", str(args.seed),
+                    *GRPO, *COMMON])
     stages("eval_after", ["eval", "--model", str(grpo), "--output", str(out / "eval_after"), *evaluate])
     before, after = _metrics(out / "eval_before"), _metrics(out / "eval_after")
     plot_rewards(grpo / "training_log.json", out / "rewards.png")
