@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import re
 from pathlib import Path
 
 import torch
@@ -41,8 +42,13 @@ class CheckpointError(ValueError):
     """A model name or folder that cannot be used; the message says what to do."""
 
 
+# A hub id: `name` or `namespace/name`, each part letters, digits, `-`, `_` and `.` (Qwen/Qwen2.5-VL-3B-Instruct).
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
 def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or Path(name).suffix != "" or name.count("/") > 1
+    """Whether ``name`` can only be a local path (it cannot be a hub id); dots never decide it."""
+    return name.startswith((".", "/", "~")) or "\\" in name or HUB_ID.match(name) is None
 
 
 def load_config(name_or_path: str, *, revision: str = "main", trust_remote_code: bool = False):
@@ -63,8 +69,8 @@ def load_config(name_or_path: str, *, revision: str = "main", trust_remote_code:
         config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise CheckpointError(
-            f"could not load a config for {name_or_path!r}: it is not a local folder, and it is not in the "
-            f"Hugging Face cache or could not be downloaded ({type(err).__name__}: {err})"
+            f"could not load a config for {name_or_path!r}: there is no folder {path.resolve()}, and as a hub id it "
+            f"is not in the Hugging Face cache or could not be downloaded ({type(err).__name__}: {err})"
         ) from err
     family_of(config, name_or_path)
     return config

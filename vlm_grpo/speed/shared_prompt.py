@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import logging
 
 import torch
@@ -65,6 +66,7 @@ logger = logging.getLogger(__name__)
 ATTRIBUTE = "_shared_prompt"  # where a backbone keeps its SharedPromptForward (a plain attribute, not module state)
 PER_LAYER_OUTPUTS = ("output_hidden_states", "output_attentions")
 UNSUPPORTED_KWARGS = ("inputs_embeds", "pixel_values_videos", "video_grid_thw")
+CACHE_NAMES = ("cache", "past_key_values")  # the cache argument's name: transformers >= 5.24, then before
 DECODING = "a non-empty cache"  # a decode step: nothing to share, and nothing to report
 
 
@@ -112,12 +114,45 @@ class _PrefixLayer(DynamicLayer):
         return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
 
 
+def cache_argument(function) -> str | None:
+    """The name under which ``function`` takes the key/value cache in the installed transformers.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (keeping a shim that maps the old name, and
+    drops it when both are given); ``None`` when the function takes neither.
+    """
+    parameters = inspect.signature(function).parameters
+    return next((name for name in CACHE_NAMES if name in parameters), None)
+
+
+def output_cache_field(output_class=BaseModelOutputWithPast) -> str | None:
+    """The field of a backbone output class that carries the cache in the installed transformers."""
+    fields = {f.name for f in dataclasses.fields(output_class)}
+    return next((name for name in CACHE_NAMES if name in fields), None)
+
+
+def api_mismatch(backbone: torch.nn.Module) -> str | None:
+    """Why the shared path cannot talk to this backbone in the installed transformers, or ``None``."""
+    owner = type(backbone)
+    if not hasattr(owner, "compute_3d_position_ids"):
+        return f"{owner.__name__} has no compute_3d_position_ids"
+    if cache_argument(owner.forward) is None or cache_argument(owner.compute_3d_position_ids) is None:
+        return f"{owner.__name__}.forward takes its cache under neither of {CACHE_NAMES}"
+    if output_cache_field() is None:
+        return f"BaseModelOutputWithPast has no field among {CACHE_NAMES}"
+    return None
+
+
 class SharedPromptForward:
     """The backbone's replacement forward: the shared path where it applies, else the original forward."""
 
     def __init__(self, backbone: torch.nn.Module) -> None:
+        mismatch = api_mismatch(backbone)
+        if mismatch is not None:
+            raise TypeError(f"the group-shared prompt does not fit this transformers release: {mismatch}")
         self.backbone = backbone
         self.original = backbone.forward
+        self.cache = cache_argument(type(backbone).forward)
+        self.positions_cache = cache_argument(type(backbone).compute_3d_position_ids)
         self.stats = SharedPromptStats()
         self._told: set[str] = set()
 
@@ -140,7 +175,7 @@ class SharedPromptForward:
     def _tell(self, reason: str) -> None:
         if reason not in self._told:
             self._told.add(reason)
-            logger.info("group-shared prompt: plain forward for calls with %s", reason)
+            logger.warning("group-shared prompt: plain forward for calls with %s", reason)
 
     def _unsupported(self, args: tuple, kwargs: dict) -> str | None:
         if args:
@@ -157,7 +192,9 @@ class SharedPromptForward:
         mask = kwargs.get("attention_mask")
         if mask is not None and mask.dim() != 2:
             return "a prepared (not 2-D) attention mask"
-        cache = kwargs.get("past_key_values")
+        if any(name in kwargs for name in CACHE_NAMES if name != self.cache):
+            return "the cache under an argument name this transformers release does not use"
+        cache = kwargs.get(self.cache)
         if cache is not None and cache.get_seq_length() > 0:
             return DECODING
         encoded = kwargs.get("mm_encoder_outputs") or {}
@@ -193,7 +230,7 @@ class SharedPromptForward:
                                                      torch.tensor(tokens, device=device))
         is_image = input_ids == image_token
         min_split = int(is_image.any(0).nonzero().max()) + 1 if bool(is_image.any()) else 0
-        whole_rows = kwargs.get("past_key_values") is not None or bool(kwargs.get("use_cache"))
+        whole_rows = kwargs.get(self.cache) is not None or bool(kwargs.get("use_cache"))
         keys = row_keys(input_ids, image_token, owner_of_token)
         plan = plan_sharing(keys, mask, min_split=min_split, whole_rows=whole_rows)
         if plan is None:
@@ -207,7 +244,7 @@ class SharedPromptForward:
         input_ids, mask = kwargs.pop("input_ids"), kwargs.pop("attention_mask", None)
         prefix_images = _select_images(kwargs, plan.images)  # pops the call's image kwargs
         grid = kwargs.pop("image_grid_thw", None)
-        caller_cache, use_cache = kwargs.pop("past_key_values", None), kwargs.pop("use_cache", None)
+        caller_cache, use_cache = kwargs.pop(self.cache, None), kwargs.pop("use_cache", None)
         mm_types = kwargs.pop("mm_token_type_ids", None)
         positions = kwargs.pop("position_ids", None)
         if positions is None:
@@ -222,7 +259,7 @@ class SharedPromptForward:
                 input_ids=input_ids[rows, :split],
                 attention_mask=None if mask is None else mask[rows, :split],
                 position_ids=positions[:, rows, :split],
-                past_key_values=recording,
+                **{self.cache: recording},
                 use_cache=use_cache,
                 mm_token_type_ids=None if mm_types is None else mm_types[rows, :split],
                 return_dict=True,
@@ -238,7 +275,7 @@ class SharedPromptForward:
                     input_ids=input_ids[:, split:],
                     attention_mask=mask,
                     position_ids=positions[:, :, split:],
-                    past_key_values=Cache(layers=[_PrefixLayer(k, v) for k, v in shared_kv]),
+                    **{self.cache: Cache(layers=[_PrefixLayer(k, v) for k, v in shared_kv])},
                     use_cache=use_cache,
                     mm_token_type_ids=None if mm_types is None else mm_types[:, split:],
                     return_dict=True,
@@ -248,9 +285,12 @@ class SharedPromptForward:
         if caller_cache is not None:  # generation's prefill (whole rows): hand the gathered states to the caller
             for index, (keys, values) in enumerate(shared_kv):
                 caller_cache.update(keys, values, index)
-        output = BaseModelOutputWithPast(
+        # The class the plain forward returns (transformers 5.24: a multimodal output whose image_outputs are
+        # left unset here: the encoder ran on the distinct images only).
+        output_class = type(prefix)
+        output = output_class(
             last_hidden_state=torch.cat(hidden, dim=1) if len(hidden) > 1 else hidden[0],
-            past_key_values=caller_cache if use_cache else None,
+            **{output_cache_field(output_class): caller_cache if use_cache else None},
         )
         return output if return_dict else output.to_tuple()
 
@@ -263,8 +303,8 @@ class SharedPromptForward:
             video_grid_thw=None,
             inputs_embeds=None,
             attention_mask=mask,
-            past_key_values=None,
             mm_token_type_ids=mm_types,
+            **{self.positions_cache: None},
             **extra,
         )
         if positions is None:  # text only: the plain forward counts 0..L-1 in every row and all three axes
