@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from rewards.guard import RewardError
@@ -40,7 +41,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _ConsoleHandler(logging.Handler):
+    """``warning: ...`` lines on whatever ``sys.stderr`` is when the line is written, above any progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        try:
+            tqdm.write(f"{record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging never stops a command
+            self.handleError(record)
+
+
+def show_warnings() -> None:
+    """The project's WARNING and ERROR log lines on stderr as ``warning: ...`` (INFO stays quiet). Idempotent."""
+    for name in ("vlm_grpo", "data_prep", "rewards"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
+            logger.addHandler(_ConsoleHandler())
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
+    show_warnings()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not args._passthrough:

@@ -75,15 +75,22 @@ class VisionArguments:
         default=None,
         metadata={"help": "Frame of predicted boxes: model_pixels (Qwen2.5-VL), norm1000 (Qwen2-VL), original_pixels."},
     )
-    group_image_cache: bool = dataclasses.field(
-        default=True, metadata={"help": "Encode each distinct image once per batch (exact; off for debugging)."}
+    group_image_cache: str = dataclasses.field(
+        default="on",
+        metadata={"help": "Encode each distinct image once per batch: on (probed first; steps aside with a warning "
+                  "where not exact), require (an error instead), off."},
     )
-    group_shared_prompt: bool = dataclasses.field(
-        default=True,
-        metadata={"help": "Run each distinct prompt once per forward and share it across its group (exact; off for debugging)."},
+    group_shared_prompt: str = dataclasses.field(
+        default="on",
+        metadata={"help": "Run each distinct prompt once per forward, shared across its group: on (probed first; "
+                  "steps aside with a warning where not exact), require (an error instead), off."},
     )
 
     def __post_init__(self) -> None:
+        from vlm_grpo.speed.features import speed_mode
+
+        self.group_image_cache = speed_mode(self.group_image_cache, "group_image_cache")
+        self.group_shared_prompt = speed_mode(self.group_shared_prompt, "group_shared_prompt")
         if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels={self.min_pixels} is larger than max_pixels={self.max_pixels}")
 

@@ -24,11 +24,21 @@ class Family:
     model_type: str
     processor_class: str  # the transformers processor class name
     box_frame: str  # the frame the family answers boxes in (see DESIGN.md)
+    # vision_config overrides of the speed features' probe twin (vlm_grpo.speed.probe); "text_hidden" is the
+    # twin's language-model width, which the merger projects into
+    probe_vision: dict = dataclasses.field(default_factory=dict)
 
 
 FAMILIES: dict[str, Family] = {
-    "qwen2_5_vl": Family("qwen2_5_vl", "Qwen2_5_VLProcessor", "model_pixels"),
-    "qwen2_vl": Family("qwen2_vl", "Qwen2VLProcessor", "norm1000"),
+    "qwen2_5_vl": Family(
+        "qwen2_5_vl", "Qwen2_5_VLProcessor", "model_pixels",
+        probe_vision={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
+                      "out_hidden_size": "text_hidden", "fullatt_block_indexes": [1]},
+    ),
+    "qwen2_vl": Family(
+        "qwen2_vl", "Qwen2VLProcessor", "norm1000",
+        probe_vision={"depth": 2, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 2, "hidden_size": "text_hidden"},
+    ),
 }
 
 # Attention/MLP projections of the language model. The vision tower (`visual.*`) has its own

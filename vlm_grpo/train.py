@@ -32,7 +32,7 @@ from vlm_grpo.data import RowSet, build_rows
 from vlm_grpo.files import atomic_write_text
 from vlm_grpo.modeling import family_of, freeze_vision, load_config, load_model, load_processor, lora_config
 from vlm_grpo.prompts import merged_templates
-from vlm_grpo.speed import enable_group_image_cache, enable_shared_prompt
+from vlm_grpo.speed.features import FeatureStatus, enable_speed_features
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,22 @@ class Prepared:
     eval_rows: list[RowSet]
     box_frame: str
     templates: dict[str, str]
+    family: str = ""
+    speed_features: list[FeatureStatus] = dataclasses.field(default_factory=list)
+
+    def run_info(self) -> dict:
+        """What ``training_log.json`` records first: the family, the box frame, the speed features, the versions."""
+        import transformers
+        import trl
+
+        return {"run": {
+            "family": self.family,
+            "box_frame": self.box_frame,
+            "speed_features": {f.name: {"mode": f.mode, "active": f.active, "reason": f.reason}
+                               for f in self.speed_features},
+            "transformers": transformers.__version__,
+            "trl": trl.__version__,
+        }}
 
 
 def prepare(args, model_args, data_args: DataArguments, vision_args: VisionArguments) -> Prepared:
@@ -66,7 +82,7 @@ def prepare(args, model_args, data_args: DataArguments, vision_args: VisionArgum
         data_args.train_data or [], processor, weights=data_args.train_data_weights, seed=args.seed, **common
     )
     eval_rows = [build_rows([d], processor, seed=args.seed, **common) for d in data_args.eval_data or []]
-    return Prepared(processor, rows, eval_rows, box_frame, templates)
+    return Prepared(processor, rows, eval_rows, box_frame, templates, family=family_of(config).model_type)
 
 
 def resolve_rewards(reward_args: RewardArguments, reward_weights: list[float] | None) -> list:
@@ -116,14 +132,9 @@ def build_grpo_trainer(args, model_args, data_args, vision_args, reward_args):
         peft_config=lora_config(model_args),
         callbacks=[recorder],
     )
-    if vision_args.group_image_cache:
-        # Each distinct image is resized and encoded once per batch; TRL's own reference model too.
-        enable_group_image_cache(trainer.model, trainer.processing_class)
-        enable_group_image_cache(trainer.ref_model)
-    if vision_args.group_shared_prompt:
-        # Each distinct prompt runs once per forward, in generation's prefill and every log-prob pass.
-        enable_shared_prompt(trainer.model)
-        enable_shared_prompt(trainer.ref_model)
+    prepared.speed_features = enable_speed_features(
+        trainer, group_image_cache=vision_args.group_image_cache, group_shared_prompt=vision_args.group_shared_prompt
+    )
     _use_compact_progress(trainer)
     _add_eval_callback(trainer, prepared, data_args, reward_args)
     return trainer, prepared
@@ -147,8 +158,10 @@ def _add_eval_callback(trainer, prepared: Prepared, data_args: DataArguments, re
     trainer.add_callback(callback)
 
 
-def run_training(trainer, resume, kind: str = "GRPO") -> dict:
+def run_training(trainer, resume, kind: str = "GRPO", run_info: dict | None = None) -> dict:
     """Train, save the final model and processor, and print a one-line summary. Returns the summary.
+
+    ``training_log.json`` holds the trainer's log history, after ``run_info`` (see ``Prepared.run_info``) when given.
 
     ``resume`` is ``resume_from_checkpoint``: ``true`` and ``auto`` resume from the newest
     *complete* checkpoint (see ``vlm_grpo.checkpoints``); a full disk becomes a ``DiskFullError``
@@ -166,7 +179,8 @@ def run_training(trainer, resume, kind: str = "GRPO") -> dict:
     with _disk_full_explained(output_dir, final_save=True):
         save_final(trainer, output_dir)
         if trainer.is_world_process_zero():
-            atomic_write_text(output_dir / "training_log.json", json.dumps(trainer.state.log_history, indent=1) + "\n")
+            history = ([run_info] if run_info else []) + trainer.state.log_history
+            atomic_write_text(output_dir / "training_log.json", json.dumps(history, indent=1) + "\n")
     progress = next((c for c in trainer.callback_handler.callbacks if isinstance(c, ProgressBar)), None)
     summary = {
         "steps": trainer.state.global_step,

@@ -35,9 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from vlm_grpo.train import build_grpo_trainer, run_training
 
     grpo_args, model_args, data_args, vision_args, reward_args = parse(GRPOConfig, GRPO_DEFAULTS, argv_of(args))
-    trainer, _ = build_grpo_trainer(grpo_args, model_args, data_args, vision_args, reward_args)
+    trainer, prepared = build_grpo_trainer(grpo_args, model_args, data_args, vision_args, reward_args)
     try:
-        run_training(trainer, grpo_args.resume_from_checkpoint)
+        run_training(trainer, grpo_args.resume_from_checkpoint, run_info=prepared.run_info())
     except DiskFullError as err:
         # Not a bug: the message says which checkpoint is intact and how to resume.
         print(f"error: {err}", file=sys.stderr)
