@@ -70,3 +70,17 @@ def test_loadable_both_ways():
     assert rewards.load("rewards.examples.colour_match:colour_match") is colour_match
     path = Path(rewards.__file__).parent / "examples" / "colour_match.py"
     assert rewards.load(f"{path}:colour_match").__name__ == "colour_match"
+
+
+def test_scores_rows_as_the_trainer_builds_them(tiny_dir, rec_data):
+    """Columns from the real row builder (as TRL hands them over), not by hand: the true box scores, a wrong one not."""
+    from vlm_grpo.data import build_rows
+    from vlm_grpo.modeling import load_processor
+
+    rows = build_rows([str(rec_data)], load_processor(str(tiny_dir)), box_frame="original_pixels").to_hf()[:8]
+    columns = {key: values for key, values in rows.items() if key != "prompt"}
+    right = [f"<think>t</think><answer>{box}</answer>" for box in columns["solution"]]
+    wrong = ["<think>t</think><answer>[0, 0, 3, 3]</answer>"] * len(right)
+    scores, misses = colour_match(right, **columns), colour_match(wrong, **columns)
+    assert None not in scores and sum(scores) / len(scores) > 0.5
+    assert max(misses) < 0.2

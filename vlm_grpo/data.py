@@ -2,9 +2,11 @@
 
 A row carries the conversational ``prompt`` (image placeholders + the task's
 template), the record's ``images`` as PIL (decoded lazily, when the trainer
-reads the row), and the columns rewards need: ``solution``, ``task``, ``id``,
-``image_sizes``, ``model_image_sizes`` (each image's size after the processor's
-own resize) and ``box_frame``.
+reads the row), and the columns rewards need: ``problem`` (the record's question,
+before templating), ``solution``, ``task``, ``id``, ``source``, ``image_sizes``,
+``model_image_sizes`` (each image's size after the processor's own resize) and
+``box_frame``. ``ROW_COLUMNS`` lists them; TRL hands every one but ``prompt`` to
+each reward.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from vlm_grpo.generation import user_message
 from vlm_grpo.prompts import TEMPLATES, render_prompt
 
 logger = logging.getLogger(__name__)
+
+# The columns of a trainer row, in order (README "Rewards" promises every one of them to rewards, but prompt).
+ROW_COLUMNS = ("prompt", "images", "problem", "solution", "task", "id", "image_sizes", "model_image_sizes",
+               "box_frame", "source")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +86,7 @@ class RowSet:
         return {
             "prompt": user_message(self.prompts[i], len(record.images)),
             "images": images,
+            "problem": record.problem,
             "solution": record.solution,
             "task": record.task,
             "id": record.id,

@@ -153,14 +153,37 @@ def read_predictions(path: Path) -> list[dict]:
     return out
 
 
-class EvalCallback(TrainerCallback):
-    """Evaluates ``eval_data`` every ``eval_steps`` during training and logs the same metrics as `vlm-grpo eval`.
+def unique_names(paths: list[Path]) -> list[str]:
+    """Short distinct names for dataset folders: the folder name, with as many parents as it takes to differ.
 
-    Each process evaluates its share of the records; the metrics are computed on all of them.
+    >>> unique_names([Path("data/refcoco/val"), Path("data/lisa/val"), Path("data/math")])
+    ['refcoco/val', 'lisa/val', 'math']
+    """
+    parts = [Path(p).resolve().parts for p in paths]
+    names = []
+    for mine in parts:
+        depth = 1
+        while depth < len(mine) and sum(other[-depth:] == mine[-depth:] for other in parts) > 1:
+            depth += 1
+        names.append("/".join(mine[-depth:]))
+    return names
+
+
+class EvalCallback(TrainerCallback):
+    """Evaluates ``eval_data`` during training and logs the same metrics as `vlm-grpo eval`.
+
+    When: every ``eval_steps`` steps (``logging_steps`` when unset) with ``eval_strategy`` ``no`` or ``steps``,
+    at the end of each epoch with ``epoch``. The metrics go to the trainer's log (``training_log.json``,
+    TensorBoard) under ``eval_<name>/...``, ``<name>`` the dataset folder (with its parents where two folders
+    share a name), and one line per dataset to the console. Each process evaluates its share of the records;
+    the metrics are computed on all of them.
     """
 
-    def __init__(self, eval_rows: list[RowSet], processor, max_samples: int | None = None, settings=None) -> None:
+    def __init__(self, eval_rows: list[RowSet], processor, max_samples: int | None = None, settings=None,
+                 by_epoch: bool = False) -> None:
         self.eval_rows = eval_rows
+        self.by_epoch = by_epoch
+        self.names = unique_names([rows.datasets[0].path for rows in eval_rows])
         self.processor = processor
         self.max_samples = max_samples
         self.settings = settings or EvalSettings(batch_size=8, max_new_tokens=128)
@@ -169,9 +192,19 @@ class EvalCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         steps = args.eval_steps or args.logging_steps
-        if self.trainer is None or not steps or state.global_step % int(steps):
+        if self.trainer is None or self.by_epoch or not steps or state.global_step % int(steps):
             return
-        self.trainer.log(self.evaluate(model))
+        self._log(self.evaluate(model), control)
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        if self.trainer is not None and self.by_epoch:
+            self._log(self.evaluate(model), control)
+
+    def _log(self, logs: dict, control) -> None:
+        """Log the metrics without eating the step's own log: ``Trainer.log`` clears ``should_log``."""
+        should_log = control.should_log
+        self.trainer.log(logs)
+        control.should_log = should_log
 
     def evaluate(self, model) -> dict:
         from accelerate.utils import gather_object
@@ -181,17 +214,20 @@ class EvalCallback(TrainerCallback):
         was_training = unwrapped.training
         unwrapped.eval()
         logs = {}
-        for rows in self.eval_rows:
+        for rows, name in zip(self.eval_rows, self.names):
             count = len(rows) if self.max_samples is None else min(len(rows), self.max_samples)
             mine = list(range(count))[accelerator.process_index :: accelerator.num_processes]
             preds = evaluate_rows(unwrapped, self.processor, rows, mine, self.settings, progress=False)
             metrics = compute_metrics(sorted(gather_object(preds), key=lambda p: p["index"]))
-            name = rows.datasets[0].path.name
             for key in ("accuracy", "format_rate", "parse_failure_rate"):
                 logs[f"eval_{name}/{key}"] = metrics[key]
             if metrics["metric"] == "mean_iou":
                 logs[f"eval_{name}/mean_iou"] = metrics["value"]
             self.history.append({"step": self.trainer.state.global_step, "data": name, "metrics": metrics})
+            if accelerator.is_main_process:
+                prefix = f"eval_{name}/"
+                shown = ", ".join(f"{k[len(prefix):]} {v:.3f}" for k, v in logs.items() if k.startswith(prefix))
+                tqdm.write(f"eval step {self.trainer.state.global_step} {name} ({count} records): {shown}")
         if was_training:
             unwrapped.train()
         return logs

@@ -119,6 +119,7 @@ def build_grpo_trainer(args, model_args, data_args, vision_args, reward_args):
 
     reward_funcs = resolve_rewards(reward_args, args.reward_weights)
     check_save_steps(args)
+    eval_by_epoch = _take_over_evaluation(args, data_args)
     prepared = prepare(args, model_args, data_args, vision_args)
     recorder = RolloutRecorder(args.output_dir, reward_args.rollout_log_steps, rank=args.process_index)
     reward_funcs = [recorder.wrap(f, first=i == 0) for i, f in enumerate(reward_funcs)]
@@ -136,7 +137,7 @@ def build_grpo_trainer(args, model_args, data_args, vision_args, reward_args):
         trainer, group_image_cache=vision_args.group_image_cache, group_shared_prompt=vision_args.group_shared_prompt
     )
     _use_compact_progress(trainer)
-    _add_eval_callback(trainer, prepared, data_args, reward_args)
+    _add_eval_callback(trainer, prepared, data_args, eval_by_epoch)
     return trainer, prepared
 
 
@@ -148,12 +149,28 @@ def _use_compact_progress(trainer) -> None:
     trainer.add_callback(ProgressBar())
 
 
-def _add_eval_callback(trainer, prepared: Prepared, data_args: DataArguments, reward_args: RewardArguments) -> None:
+def _take_over_evaluation(args, data_args: DataArguments) -> bool:
+    """``eval_data`` is evaluated by this project's callback on the schedule ``eval_strategy`` names; TRL's own
+    evaluation (which wants an ``eval_dataset`` of prompts) stays off. Returns whether it runs per epoch."""
+    from transformers.trainer_utils import IntervalStrategy
+
+    strategy = IntervalStrategy(args.eval_strategy)
+    if strategy == IntervalStrategy.NO:
+        return False
+    if not data_args.eval_data:
+        raise ValueError(f"eval_strategy={strategy.value} needs eval_data: the packed dataset dirs to evaluate "
+                         "(made by `vlm-grpo prep`); or set eval_strategy: no")
+    args.eval_strategy, args.do_eval = IntervalStrategy.NO, False
+    return strategy == IntervalStrategy.EPOCH
+
+
+def _add_eval_callback(trainer, prepared: Prepared, data_args: DataArguments, by_epoch: bool) -> None:
     if not prepared.eval_rows:
         return
     from vlm_grpo.evaluate import EvalCallback
 
-    callback = EvalCallback(prepared.eval_rows, prepared.processor, max_samples=data_args.eval_max_samples)
+    callback = EvalCallback(prepared.eval_rows, prepared.processor, max_samples=data_args.eval_max_samples,
+                            by_epoch=by_epoch)
     callback.trainer = trainer
     trainer.add_callback(callback)
 
