@@ -1,4 +1,4 @@
-"""Trainer callbacks: the rollout log and a compact progress bar.
+"""Trainer callbacks: the rollout log, a compact progress bar, and a warning when nothing can be learned.
 
 The rollout log sees completions where the project already has a hand on them:
 each reward function is wrapped, so whatever TRL passes to the rewards (the
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -18,6 +19,8 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 from rewards.parsing import completion_text
+
+logger = logging.getLogger(__name__)
 
 
 class RolloutRecorder(TrainerCallback):
@@ -107,3 +110,34 @@ class ProgressBar(TrainerCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class NoSignalWarning(TrainerCallback):
+    """Warns once when every group of the last ``window`` steps had the same reward for all its completions.
+
+    GRPO's advantage is a completion's reward minus its group's mean: when all of a group's rewards are equal
+    it is zero, and a step of such groups moves the policy only through the KL term. TRL logs the fraction of
+    such groups as ``frac_reward_zero_std``; ``window`` defaults to 10 steps (all of them in a shorter run).
+    """
+
+    def __init__(self, window: int = 10) -> None:
+        self.window = window
+        self._zero_steps = 0
+        self._last_step = 0
+        self.warned = False
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        frac = (logs or {}).get("frac_reward_zero_std")
+        if frac is None:
+            return
+        covered, self._last_step = state.global_step - self._last_step, state.global_step
+        self._zero_steps = self._zero_steps + covered if frac >= 1.0 else 0
+        window = min(self.window, state.max_steps) if state.max_steps > 0 else self.window
+        if self.warned or self._zero_steps < window or not state.is_world_process_zero:
+            return
+        self.warned = True
+        logger.warning(
+            "every group of the last %d steps had the same reward for all its completions (mean reward %s): the "
+            "advantages are zero, so the policy gets no learning signal. Start from a policy that sometimes "
+            "succeeds (an SFT cold start, or the shipped demo policy), raise temperature or num_generations, or "
+            "use a reward with partial credit", self._zero_steps, logs.get("reward"))

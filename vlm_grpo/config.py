@@ -112,7 +112,10 @@ class RewardArguments:
 
 
 # Published recipe defaults (VLM-R1 / R1-V) where TRL's differ. A YAML file or the command line overrides them.
+# loss_type grpo: each completion's token losses are averaged, then the completions (VLM-R1's and R1-V's loss;
+# TRL 1.16 defaults to dapo, averaging over all tokens of the batch, which weighs long completions more).
 GRPO_DEFAULTS: dict = {
+    "loss_type": "grpo",
     "num_generations": 8,
     "beta": 0.04,
     "epsilon": 0.2,

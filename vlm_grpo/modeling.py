@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from vlm_grpo.processing import build_image_only, read_chat_template, set_pixel_bounds, torchvision_available
+from vlm_grpo.processing import build_image_only, checkpoint_chat_template, set_pixel_bounds, torchvision_available
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,7 +172,7 @@ def load_processor(
     else:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
         image_processor = AutoImageProcessor.from_pretrained(name_or_path, **kwargs)
-        template = read_chat_template(Path(name_or_path)) if Path(name_or_path).is_dir() else None
+        template = checkpoint_chat_template(name_or_path, revision)
         stock = getattr(transformers, family.processor_class)
         processor = build_image_only(stock, image_processor, tokenizer, template)
     processor.tokenizer.padding_side = "left"

@@ -77,6 +77,22 @@ def read_chat_template(folder: Path) -> str | None:
     return None
 
 
+def checkpoint_chat_template(name_or_path: str, revision: str = "main") -> str | None:
+    """The chat template of a local checkpoint folder or a hub id (from the Hugging Face cache, or downloaded)."""
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir():
+        return read_chat_template(folder)
+    from huggingface_hub import hf_hub_download
+
+    for filename in ("chat_template.jinja", "chat_template.json"):
+        try:
+            path = Path(hf_hub_download(name_or_path, filename, revision=revision))
+        except Exception:  # noqa: BLE001 - not in this repo (or not reachable): the tokenizer's template, if any
+            continue
+        return read_chat_template(path.parent)
+    return None
+
+
 def build_image_only(stock_class: type, image_processor, tokenizer, chat_template: str | None):
     """Assemble an image-only processor of ``stock_class`` from its parts."""
     template = chat_template or getattr(tokenizer, "chat_template", None)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import rewards
-from vlm_grpo.callbacks import ProgressBar, RolloutRecorder
+from vlm_grpo.callbacks import NoSignalWarning, ProgressBar, RolloutRecorder
 from vlm_grpo.checkpoints import (
     check_save_steps,
     disk_full_error,
@@ -131,7 +131,7 @@ def build_grpo_trainer(args, model_args, data_args, vision_args, reward_args):
         train_dataset=prepared.rows.to_hf(),
         processing_class=prepared.processor,
         peft_config=lora_config(model_args),
-        callbacks=[recorder],
+        callbacks=[recorder, NoSignalWarning()],
     )
     prepared.speed_features = enable_speed_features(
         trainer, group_image_cache=vision_args.group_image_cache, group_shared_prompt=vision_args.group_shared_prompt

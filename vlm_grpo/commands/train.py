@@ -19,12 +19,20 @@ PASSTHROUGH = True
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from vlm_grpo.config import project_keys_help
 
-    parser.add_argument("--config", help="YAML file of training keys; --key value pairs after it override it")
+    parser.add_argument("--config", action="append",
+                        help="YAML file of training keys (one); --key value pairs after it override it")
     parser.epilog = project_keys_help()
 
 
 def argv_of(args: argparse.Namespace) -> list[str]:
-    return (["--config", args.config] if args.config else []) + list(args.extra)
+    """The TRL parser's arguments; a second ``--config`` is an error (only one file is read, the other silently not)."""
+    if args.config and len(args.config) > 1:
+        raise ValueError(
+            "--config is given twice; only one config file is read. The scripts pass their own (CONFIG, e.g. "
+            "scripts/configs/rec.yaml): set CONFIG=your.yaml instead of adding --config, or put the keys you want "
+            "to change on the command line as --key value"
+        )
+    return (["--config", args.config[0]] if args.config else []) + list(args.extra)
 
 
 def run(args: argparse.Namespace) -> int:
