@@ -154,3 +154,22 @@ def test_the_decision_is_the_same_on_a_second_call(tiny):
 
 def test_require_error_is_a_value_error_the_cli_reports():
     assert issubclass(SpeedFeatureError, ValueError)
+
+
+def test_the_lora_recipe_shares_prompts(tiny_dir, rec_data, tmp_path):
+    """scripts/run_rec_lora.sh with rec_lora.yaml as shipped: LoRA, and no dropout that would stop sharing."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "NUM_GPUS": "0", "MODEL": str(tiny_dir), "DATA": str(rec_data),
+           "OUTPUT": str(tmp_path / "lora"), "PYTHON": sys.executable}
+    run = subprocess.run(["bash", "scripts/run_rec_lora.sh", "--max_steps", "1", "--max_completion_length", "8",
+                          "--report_to", "none", "--save_strategy", "no", "--lora_r", "4"],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "plain forward" not in run.stderr and "steps aside" not in run.stderr, run.stderr[-3000:]
+    features = _run(tmp_path / "lora")["speed_features"]
+    assert all(f["active"] for f in features.values())

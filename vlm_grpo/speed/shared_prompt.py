@@ -240,7 +240,9 @@ class SharedPromptForward:
     def _shared(self, plan: SharePlan, kwargs: dict):
         backbone = self.backbone
         kwargs = dict(kwargs)
-        return_dict = kwargs.pop("return_dict", True)
+        return_dict = kwargs.pop("return_dict", None)  # PEFT passes None: the config decides, as in the plain path
+        if return_dict is None:
+            return_dict = getattr(backbone.config, "return_dict", True)
         input_ids, mask = kwargs.pop("input_ids"), kwargs.pop("attention_mask", None)
         prefix_images = _select_images(kwargs, plan.images)  # pops the call's image kwargs
         grid = kwargs.pop("image_grid_thw", None)
