@@ -32,6 +32,9 @@ def test_quick_demo_writes_summary_reports_and_plot(tmp_path, capsys):
     assert summary["plan"]["grpo_steps"] == 4
     history = json.loads((out / "grpo" / "training_log.json").read_text())
     assert any("rewards/iou/mean" in h for h in history)  # GRPO ran with the iou reward
+    assert [h["step"] for h in history if "reward" in h] == [1, 2, 3, 4]  # a curve, not one point
+    assert all(f["active"] for f in history[0]["run"]["speed_features"].values())  # both speed features on
+    assert "smoke test" in summary["note"] and summary["note"] in printed  # 4 steps measure nothing: it says so
     # The starting policy already answers in the format and finds shapes: it was pre-trained on this task.
     assert summary["before"]["metrics"]["by_task"]["rec"]["format_rate"] == 1.0
     assert summary["before"]["metrics"]["by_task"]["rec"]["mean_iou"] > 0.2

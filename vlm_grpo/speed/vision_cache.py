@@ -42,9 +42,12 @@ carries working hooks of its own.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections import Counter
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 # Precomputed vision inputs (see transformers.vision_utils) describe the whole batch: they would not match
 # the deduplicated one, so a call that passes any of them takes the plain path.
@@ -198,6 +201,7 @@ class TowerCache:
         # pre-hook passed on; the tensor is kept with its plan, so the id cannot be reused until the post-hook
         # (registered with always_call, so it also runs when the forward raises) pops it.
         self._pending: dict[int, tuple[torch.Tensor, DedupPlan]] = {}
+        self._told: set[str] = set()  # plain-path reasons already shown
 
     def before(self, tower, args: tuple, kwargs: dict):
         pixels, grid_thw, rest = _split_inputs(args, kwargs)
@@ -206,7 +210,11 @@ class TowerCache:
         n = grid_thw.shape[0]
         self.stats.calls += 1
         self.stats.requested += n
-        plan = None if _needs_plain_path(tower, pixels, rest) else plan_dedup(pixels, grid_thw, _merge_unit(tower))
+        reason = _plain_path_reason(tower, pixels, rest)
+        if reason is not None and reason not in self._told:
+            self._told.add(reason)
+            logger.warning("group image cache: plain vision-tower call for calls with %s", reason)
+        plan = None if reason is not None else plan_dedup(pixels, grid_thw, _merge_unit(tower))
         if plan is None:
             self.stats.encoded += n
             return None
@@ -235,15 +243,22 @@ def _split_inputs(args: tuple, kwargs: dict):
     return pixels, grid_thw, rest
 
 
-def _needs_plain_path(tower, pixels: torch.Tensor, rest: dict) -> bool:
-    """Calls whose outputs or inputs describe the whole batch, and pixels that need their own gradients."""
+def _plain_path_reason(tower, pixels: torch.Tensor, rest: dict) -> str | None:
+    """Why a call takes the plain path: outputs or inputs that describe the whole batch, or pixels that need
+    their own gradients; ``None`` when the cache applies."""
     config = getattr(tower, "config", None)
     for name in PER_LAYER_OUTPUTS:  # the tower falls back to its config when the kwarg is None
         asked = rest.get(name)
         if asked or (asked is None and getattr(config, name, False)):
-            return True
-    precomputed = any(rest.get(name) is not None for name in PRECOMPUTED_KWARGS)
-    return precomputed or pixels.requires_grad or pixels.dim() != 2
+            return name
+    precomputed = [name for name in PRECOMPUTED_KWARGS if rest.get(name) is not None]
+    if precomputed:
+        return f"precomputed vision inputs ({', '.join(precomputed)})"
+    if pixels.requires_grad:
+        return "pixel values that need gradients"
+    if pixels.dim() != 2:
+        return f"{pixels.dim()}-D pixel values (the tower's patch rows are 2-D)"
+    return None
 
 
 def _merge_unit(tower) -> int:
