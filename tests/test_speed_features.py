@@ -173,3 +173,25 @@ def test_the_lora_recipe_shares_prompts(tiny_dir, rec_data, tmp_path):
     assert "plain forward" not in run.stderr and "steps aside" not in run.stderr, run.stderr[-3000:]
     features = _run(tmp_path / "lora")["speed_features"]
     assert all(f["active"] for f in features.values())
+
+
+def test_the_probe_runs_on_the_published_3b_shape_without_its_weights():
+    """The twin needs only the config: a Qwen2.5-VL-3B built on the meta device (no memory) probes as exact."""
+    from pathlib import Path
+
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    shape = json.loads((Path(__file__).resolve().parents[2] / "shared" / "qwen2_5_vl_3b_shape.json").read_text()) \
+        if (Path(__file__).resolve().parents[2] / "shared" / "qwen2_5_vl_3b_shape.json").exists() else None
+    if shape is None:
+        pytest.skip("../shared/qwen2_5_vl_3b_shape.json is not beside this checkout")
+    text = dict(shape["text_config"])
+    text["rope_parameters"] = {"rope_type": "default", "rope_theta": text.pop("rope_theta"),
+                               "mrope_section": text.pop("mrope_section")}
+    ids = shape["token_ids"]
+    config = Qwen2_5_VLConfig(text_config=text, vision_config=shape["vision_config"], image_token_id=ids["image_pad"],
+                              video_token_id=ids["video_pad"], vision_start_token_id=ids["vision_start"],
+                              vision_end_token_id=ids["vision_end"])
+    with torch.device("meta"):
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    assert check_shared_prompt(model) is None and check_image_cache(model) is None

@@ -4,8 +4,8 @@ A speed feature reaches into model internals that a transformers release can
 change without notice (5.24 renamed the backbone's cache argument, and the old
 name was silently dropped). So before training, each feature is tried on a
 *twin* of the policy: a model of the same class, built from a shrunk copy of
-its config (two small layers, the family's tiny vision tower, random weights,
-float32, sdpa attention, on the CPU). The twin runs one GRPO-shaped batch, two
+its config (two small layers, the family's tiny vision tower, a 512-token
+vocabulary, random weights, float32, sdpa attention, on the CPU). The twin runs one GRPO-shaped batch, two
 prompts with one image each and two completions per prompt, left padding
 included, on the plain path and with the feature on:
 
@@ -30,6 +30,7 @@ import traceback
 import torch
 
 TOLERANCE = 1e-4
+TWIN_VOCAB = 512
 TEXT_SIZES = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
               "num_key_value_heads": 2, "head_dim": 16}
 MROPE_SECTION = [2, 3, 3]  # halves of head_dim 16, split as Qwen's temporal / height / width sections
@@ -54,6 +55,7 @@ def twin_of(model) -> torch.nn.Module:
         rope["mrope_section"] = list(MROPE_SECTION)
     if getattr(text, "layer_types", None):
         text.layer_types = list(text.layer_types[: TEXT_SIZES["num_hidden_layers"]])
+    _small_vocabulary(config, text)
     vision = config.vision_config
     for name, value in family_of(config).probe_vision.items():
         setattr(vision, name, TEXT_SIZES["hidden_size"] if value == "text_hidden" else value)
@@ -66,6 +68,29 @@ def twin_of(model) -> torch.nn.Module:
     return twin.eval()
 
 
+def _small_vocabulary(config, text) -> None:
+    """A vocabulary of ``TWIN_VOCAB`` tokens, the special token ids moved to its end (a 150k-token embedding
+    and LM head would be most of the probe's time; no code path depends on the ids' values)."""
+    holders = [config, text]
+    names = sorted({n for h in holders for n in vars(h) if n.endswith("_token_id")})
+    ids = sorted({i for h in holders for n in names for i in _as_list(getattr(h, n, None))})
+    moved = {old: TWIN_VOCAB - len(ids) + k for k, old in enumerate(ids)}
+    for holder in holders:
+        for name in names:
+            value = getattr(holder, name, None)
+            if isinstance(value, int):
+                setattr(holder, name, moved[value])
+            elif isinstance(value, list):
+                setattr(holder, name, [moved[v] for v in value])
+    text.vocab_size = TWIN_VOCAB
+
+
+def _as_list(value) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    return [v for v in value if isinstance(v, int)] if isinstance(value, list) else []
+
+
 def probe_batch(config, *, completions: bool = True) -> dict:
     """Two prompts (one image each, the second left-padded) times two rows, as TRL hands them to the model."""
     generator = torch.Generator().manual_seed(0)
@@ -74,10 +99,10 @@ def probe_batch(config, *, completions: bool = True) -> dict:
     image_tokens = t * h * w // merge**2
     special = {config.image_token_id, config.vision_start_token_id, config.vision_end_token_id,
                getattr(config, "video_token_id", None)}
-    vocab = min(config.get_text_config().vocab_size, 1000)
+    vocab = config.get_text_config().vocab_size
 
     def text(n: int) -> list[int]:
-        ids = torch.randint(0, vocab, (n,), generator=generator).tolist()
+        ids = torch.randint(0, vocab - 32, (n,), generator=generator).tolist()  # the special ids are at the end
         return [i if i not in special else 0 for i in ids]
 
     def prompt(before: int) -> list[int]:
