@@ -33,7 +33,7 @@ def reward_columns(rows: Sequence[dict], per_row: int = 1) -> dict[str, list]:
     return {"prompts": [row["prompt"] for row in repeated], **columns}
 
 
-def score(reward, rows: Sequence[dict], completions: Sequence[Any]) -> list[float | None]:
+def score_rows(reward, rows: Sequence[dict], completions: Sequence[Any]) -> list[float | None]:
     """``reward`` on ``completions`` (``len(rows) * k`` of them, grouped per row like GRPO's), with
     the rows' real columns."""
     if not rows or len(completions) % len(rows):

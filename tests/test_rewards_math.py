@@ -6,11 +6,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from rows_helpers import reward_columns, score_rows, trainer_rows
 
 import rewards
 from rewards.deadline import call_with_deadline
 from rewards.mathcheck import canonical, guard_reason, math_equivalent
-from rows_helpers import reward_columns, score, trainer_rows
 
 BUDGET_S = 0.5
 SLACK_S = 1.0  # thread start, interrupt delivery, a 2-core machine shared with other test runs
@@ -62,10 +62,10 @@ def test_math_on_the_trainers_rows(math_data, tiny_processor):
     solutions = [row["solution"] for row in rows for _ in range(2)]
     answered = [f"<think>t</think><answer>{s}</answer>" for s in solutions]
     boxed = [rf"so \boxed{{{s}}}" for s in solutions]
-    assert score(rewards.get("math"), rows, answered) == [1.0] * 8
-    assert score(rewards.get("math"), rows, boxed) == [0.0] * 8
-    assert score(rewards.make_math_reward(accept_boxed=True), rows, boxed) == [1.0] * 8
-    assert score(rewards.get("accuracy"), rows, answered) == [1.0] * 8
+    assert score_rows(rewards.get("math"), rows, answered) == [1.0] * 8
+    assert score_rows(rewards.get("math"), rows, boxed) == [0.0] * 8
+    assert score_rows(rewards.make_math_reward(accept_boxed=True), rows, boxed) == [1.0] * 8
+    assert score_rows(rewards.get("accuracy"), rows, answered) == [1.0] * 8
 
 
 def test_math_answer_rule_and_boxed():
