@@ -410,3 +410,24 @@ def test_figures_render_into_the_reliability_report(tmp_path, monkeypatch):
     assert "| case | tried | outcome | max s |" in text and "| x | 3 | ok | 0.25 |" in text
     assert "1,003 generated inputs and injected faults in 2 area(s)" in text and "A note." in text and "(took 1 s)" in text
     assert "make test-slow && .venv/bin/python scripts/reliability_report.py" in text
+
+
+def _report_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reliability_report", REPO / "scripts" / "reliability_report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    return report
+
+
+def test_the_reliability_doc_is_the_scripts_output_unedited():
+    """docs/RELIABILITY.md is rendered, not written: its checksum line matches, its preface is the
+    script's, and it says at which commit and on which date it was rendered."""
+    report = _report_module()
+    doc = (REPO / "docs" / "RELIABILITY.md").read_text(encoding="utf-8")
+    assert report.check_stamp(doc), "docs/RELIABILITY.md was edited by hand: rerun " + report.RERUN
+    assert doc.startswith("# Reliability\n\n" + report.PREFACE)
+    assert re.search(r"rendered at commit `[0-9a-f]{7,}` on \d{4}-\d{2}-\d{2},", doc)
+    assert "-dirty`" not in doc  # rendered from figures of committed tests
+    assert report.check_stamp(report.stamp("x\n")) and not report.check_stamp(report.stamp("x\n").replace("x", "y"))
