@@ -8,12 +8,12 @@ Training wraps every reward with :func:`guard`. The wrapper
 - checks the result: a list (or tuple) with one entry per completion, each
   ``None`` or a finite real number. Numbers (int, float, numpy scalars) come
   back as ``float``; ``bool``, NaN/inf, strings and other objects are errors
-  (``None``, not NaN, says "does not apply").
-
+  (``None``, not NaN, says "does not apply");
 - with ``timeout_s``, bounds each call: a reward that runs longer stops the run
   with a :class:`RewardError` naming the reward and the limit. A synchronous
   reward then runs in a worker thread (:func:`rewards.deadline.call_with_deadline`,
-  which also stops the late worker where Python can); an ``async`` one is
+  which also stops the late worker where Python can; code that needs the main
+  thread, such as ``signal.alarm``, then fails); an ``async`` one is
   awaited with :func:`asyncio.wait_for`, which cannot stop an ``async``
   reward that blocks its event loop without awaiting.
 
