@@ -8,24 +8,43 @@ Training wraps every reward with :func:`guard`. The wrapper
 - checks the result: a list (or tuple) with one entry per completion, each
   ``None`` or a finite real number. Numbers (int, float, numpy scalars) come
   back as ``float``; ``bool``, NaN/inf, strings and other objects are errors
-  (``None``, not NaN, says "does not apply").
+  (``None``, not NaN, says "does not apply");
+- with ``timeout_s``, bounds each call: a reward that runs longer stops the run
+  with a :class:`RewardError` naming the reward and the limit. A synchronous
+  reward then runs in a worker thread (:func:`rewards.deadline.call_with_deadline`,
+  which also stops the late worker where Python can; code that needs the main
+  thread, such as ``signal.alarm``, then fails); an ``async`` one is
+  awaited with :func:`asyncio.wait_for`, which cannot stop an ``async``
+  reward that blocks its event loop without awaiting.
 
 It keeps ``__name__`` and works for ``async`` rewards too (TRL runs those concurrently).
 """
 
 from __future__ import annotations
 
-import inspect
+import asyncio
 import math
 import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from rewards.columns import per_sample, sample_id
+from rewards.deadline import call_with_deadline
+from rewards.registry import is_async
 
 
 class RewardError(RuntimeError):
-    """A reward raised, or returned something other than one float | None per completion."""
+    """A reward raised, ran past its time limit, or returned something other than one float | None per completion."""
+
+
+_LATE = object()
+
+
+def _late(name: str, timeout_s: float, where: str) -> RewardError:
+    return RewardError(
+        f"reward {name!r} did not return within {timeout_s:g} s (reward_timeout) on {where}; "
+        "make it faster or raise reward_timeout (0: no limit)"
+    )
 
 
 def _check(name: str, result: Any, completions: Sequence[Any], columns: dict[str, Any]) -> list[float | None]:
@@ -64,29 +83,42 @@ def _error(name: str, exc: Exception, where: str) -> RewardError:
 class GuardedReward:
     """A synchronous reward wrapped by :func:`guard` (a class, so it pickles)."""
 
-    def __init__(self, fn: Callable[..., Any], name: str) -> None:
+    def __init__(self, fn: Callable[..., Any], name: str, timeout_s: float | None = None) -> None:
         self.fn = fn
         self.__name__ = name
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__wrapped__ = fn
+        self.timeout_s = timeout_s or None
 
     def __call__(self, completions: Sequence[Any], **columns: Any) -> list[float | None]:
         try:
-            result = self.fn(completions, **columns)
+            result = self._run(completions, columns, f"a batch of {len(completions)}")
+        except RewardError:
+            raise
         except Exception as exc:
             raise self._locate(exc, completions, columns) from exc
         return _check(self.__name__, result, completions, columns)
 
+    def _run(self, completions: Sequence[Any], columns: dict[str, Any], where: str) -> Any:
+        if self.timeout_s is None:
+            return self.fn(completions, **columns)
+        result = call_with_deadline(lambda: self.fn(completions, **columns), self.timeout_s, default=_LATE)
+        if result is _LATE:
+            raise _late(self.__name__, self.timeout_s, where)
+        return result
+
     def _locate(self, exc: Exception, completions: Sequence[Any], columns: dict[str, Any]) -> RewardError:
         for index, (one, sub) in enumerate(_slices(completions, columns)):
             try:
-                self.fn(one, **sub)
+                self._run(one, sub, f"sample {sample_id(columns, index)}")
+            except RewardError as late:
+                return late
             except Exception as single:
                 return _error(self.__name__, single, f"sample {sample_id(columns, index)}")
         return _error(self.__name__, exc, f"a batch of {len(completions)} (no single sample fails alone)")
 
     def __repr__(self) -> str:
-        return f"guard({self.fn!r}, {self.__name__!r})"
+        return f"guard({self.fn!r}, {self.__name__!r}, timeout_s={self.timeout_s!r})"
 
 
 class AsyncGuardedReward(GuardedReward):
@@ -96,25 +128,35 @@ class AsyncGuardedReward(GuardedReward):
         self, completions: Sequence[Any], **columns: Any
     ) -> list[float | None]:
         try:
-            result = await self.fn(completions, **columns)
+            result = await self._await(completions, columns, f"a batch of {len(completions)}")
+        except RewardError:
+            raise
         except Exception as exc:
             for index, (one, sub) in enumerate(_slices(completions, columns)):
+                where = f"sample {sample_id(columns, index)}"
                 try:
-                    await self.fn(one, **sub)
+                    await self._await(one, sub, where)
+                except RewardError:
+                    raise
                 except Exception as single:
-                    raise _error(self.__name__, single, f"sample {sample_id(columns, index)}") from single
+                    raise _error(self.__name__, single, where) from single
             raise _error(self.__name__, exc, f"a batch of {len(completions)}") from exc
         return _check(self.__name__, result, completions, columns)
 
+    async def _await(self, completions: Sequence[Any], columns: dict[str, Any], where: str) -> Any:
+        if self.timeout_s is None:
+            return await self.fn(completions, **columns)
+        try:
+            return await asyncio.wait_for(self.fn(completions, **columns), self.timeout_s)
+        except asyncio.TimeoutError:
+            raise _late(self.__name__, self.timeout_s, where) from None
 
-def _is_async(fn: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
 
-
-def guard(fn: Callable[..., Any], name: str | None = None) -> GuardedReward:
+def guard(fn: Callable[..., Any], name: str | None = None, timeout_s: float | None = None) -> GuardedReward:
     """Wrap ``fn`` so that its failures name the reward and the sample.
 
-    ``name`` defaults to ``fn.__name__``.
+    ``name`` defaults to ``fn.__name__``; ``timeout_s`` (``None`` or 0: no limit)
+    bounds each call in seconds.
 
     >>> def broken(completions, **columns):
     ...     return [1.0 / len(c) for c in completions]
@@ -122,8 +164,15 @@ def guard(fn: Callable[..., Any], name: str | None = None) -> GuardedReward:
     Traceback (most recent call last):
     ...
     rewards.guard.RewardError: reward 'broken' raised ZeroDivisionError on sample 'b' (#1): float division by zero
+    >>> import time
+    >>> guard(lambda completions, **columns: time.sleep(5), name="slow", timeout_s=0.1)(["x"])
+    Traceback (most recent call last):
+    ...
+    rewards.guard.RewardError: reward 'slow' did not return within 0.1 s (reward_timeout) on a batch of 1; ...
     """
     if not callable(fn):
         raise TypeError(f"guard() needs a callable reward, got {fn!r}")
+    if timeout_s is not None and timeout_s < 0:
+        raise ValueError(f"timeout_s must be >= 0 seconds (0: no limit), got {timeout_s}")
     label = name or getattr(fn, "__name__", None) or type(fn).__name__
-    return AsyncGuardedReward(fn, label) if _is_async(fn) else GuardedReward(fn, label)
+    return (AsyncGuardedReward if is_async(fn) else GuardedReward)(fn, label, timeout_s)

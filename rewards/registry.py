@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,18 @@ _REGISTRY: dict[str, Callable[..., Any]] = {}
 
 class RewardLoadError(ValueError):
     """A reward name or spec that cannot be resolved to a callable."""
+
+
+def is_async(fn: Callable[..., Any]) -> bool:
+    """Whether calling ``fn`` returns a coroutine: an ``async def`` (or a partial of one) or an object
+    whose ``__call__`` is ``async`` (TRL's ``is_async_callable`` test; TRL awaits those rewards).
+
+    >>> async def scored(completions, **columns):
+    ...     return [1.0] * len(completions)
+    >>> is_async(scored), is_async(NamedReward(scored, "n")), is_async(len)
+    (True, True, False)
+    """
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
 
 
 def register(name: str) -> Callable[[F], F]:
@@ -99,7 +112,7 @@ def load(spec: str) -> RewardFunc:
     if not callable(obj):
         raise RewardLoadError(f"{spec} is a {type(obj).__name__}, not a callable reward")
     if not isinstance(getattr(obj, "__name__", None), str):
-        obj = NamedReward(obj, attr)  # a callable object: name it after the spec
+        obj = NamedReward(obj, attr)  # a callable object: name it after the spec (async stays async)
     return obj
 
 
@@ -137,7 +150,14 @@ def _load_file(path_text: str) -> Any:
 
 
 class NamedReward:
-    """A callable object given the ``__name__`` it lacks."""
+    """A callable object given the ``__name__`` it lacks; ``NamedReward(async_obj, name)`` is an
+    :class:`AsyncNamedReward`, so TRL and :func:`rewards.guard` still see a coroutine function."""
+
+    def __new__(cls, fn: Callable[..., Any] | None = None, name: str | None = None):
+        # Defaults so that unpickling, which calls cls.__new__(cls), works.
+        if cls is NamedReward and fn is not None and is_async(fn):
+            cls = AsyncNamedReward
+        return super().__new__(cls)
 
     def __init__(self, fn: Callable[..., Any], name: str) -> None:
         self.fn = fn
@@ -149,3 +169,10 @@ class NamedReward:
 
     def __repr__(self) -> str:
         return f"NamedReward({self.fn!r}, {self.__name__!r})"
+
+
+class AsyncNamedReward(NamedReward):
+    """:class:`NamedReward` of an ``async`` callable object."""
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        return await self.fn(*args, **kwargs)

@@ -21,13 +21,16 @@ Figures format: one JSON file per area in the results dir (``$RELIABILITY_RESULT
 
 Tests write these with ``tests/reliability_figures.py: write_area(...)``. Other JSON files in
 the dir (a list, or an object without ``area``: raw details a test keeps) are not rendered.
-The script only reads and formats: every figure in the document comes from a real run.
+The script only reads and formats: every figure in the document comes from a real run. Its last
+line is a checksum of the text above it (:func:`stamp`), so a hand edit shows (a default-suite
+test checks it): change the tests or this script and render again instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -112,11 +115,15 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def _commit() -> str:
+    """The short commit of the checkout, with ``-dirty`` when tracked files (other than this document) changed."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                  ":!docs/RELIABILITY.md"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return (head + ("-dirty" if changed.strip() else "")) if head else "unknown"
 
 
 def render(areas: list[dict[str, Any]], results: Path) -> str:
@@ -145,6 +152,20 @@ def render(areas: list[dict[str, Any]], results: Path) -> str:
     return "\n".join(parts)
 
 
+STAMP = "<!-- rendered by scripts/reliability_report.py from the slow tier's figures; sha256 of the text above: {} -->"
+
+
+def stamp(text: str) -> str:
+    """``text`` (ending in a newline) with its checksum line appended (see :func:`check_stamp`)."""
+    return text + "\n" + STAMP.format(hashlib.sha256(text.encode("utf-8")).hexdigest()) + "\n"
+
+
+def check_stamp(document: str) -> bool:
+    """Whether ``document`` is exactly what :func:`stamp` made: the text above its last line unchanged."""
+    body, _, last = document.rstrip("\n").rpartition("\n")  # body: the text, with its own final newline
+    return last == STAMP.format(hashlib.sha256(body.encode("utf-8")).hexdigest())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = os.environ.get("RELIABILITY_RESULTS") or str(REPO / "build" / "reliability")
@@ -157,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(render(areas, args.results.resolve()), encoding="utf-8")
+    args.output.write_text(stamp(render(areas, args.results.resolve())), encoding="utf-8")
     print(f"wrote {args.output} ({len(areas)} area(s))")
     return 0
 

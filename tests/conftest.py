@@ -49,3 +49,11 @@ def math_data(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "math"
     _prep(path, "math", 16, seed=1)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_processor(tiny_dir):
+    """The tiny checkpoint's processor (what build_rows and the trainer use)."""
+    from vlm_grpo.modeling import load_processor
+
+    return load_processor(str(tiny_dir))

@@ -15,8 +15,9 @@ def variety(completions, **columns):
     return [len(set(t)) / (1.0 + len(t)) for t in texts]
 
 
-def one_grpo_step(tiny_dir, rec_data, output_dir, switch_on=None, **config):
-    """One TRL GRPO step on the tiny model; ``switch_on(trainer)`` turns features on before training.
+def one_grpo_step(tiny_dir, rec_data, output_dir, switch_on=None, dtype=None, **config):
+    """One TRL GRPO step on the tiny model (``dtype``: its weights', default fp32; ``max_steps`` in
+    ``config`` for more steps); ``switch_on(trainer)`` turns features on before training.
 
     Returns ``(loss, parameters after the step, trainer)``.
     """
@@ -25,7 +26,7 @@ def one_grpo_step(tiny_dir, rec_data, output_dir, switch_on=None, **config):
     from vlm_grpo.data import build_rows
     from vlm_grpo.modeling import load_model, load_processor
 
-    model, processor = load_model(str(tiny_dir), device="cpu"), load_processor(str(tiny_dir))
+    model, processor = load_model(str(tiny_dir), device="cpu", dtype=dtype), load_processor(str(tiny_dir))
     rows = build_rows([str(rec_data)], processor, box_frame="model_pixels", seed=0)
     settings = {
         "per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 8, "max_steps": 1,

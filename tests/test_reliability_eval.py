@@ -176,12 +176,16 @@ def test_fault_loop(tiny_dir, rec_data, tmp_path, monkeypatch):
                 assert "injected generation failure" in p["error"] and not p["correct"]
                 tally["generation failures recorded"] += 1
             elif rid in garbage:
-                assert p["error"] is None and p["score"] == 0.0
+                assert p["error"] is None and p["score"] == 0.0 and not p["parse_ok"]
                 tally["garbage completions scored 0"] += 1
             else:
                 assert p["error"] is None
         tally["generation failures injected"] += len(fail)
         tally["garbage completions injected"] += len(garbage)
+    # the figures below, asserted before they are written
+    assert tally["generation failures recorded"] == tally["generation failures injected"] > 0
+    assert tally["garbage completions scored 0"] == tally["garbage completions injected"] > 0
+    assert tally["resumed to the end"] == tally["interrupted"] > 0 and tally["finished before Ctrl-C"] > 0
     rows = [
         {"case": "generation raises for a sample", "tried": tally["generation failures injected"],
          "outcome": f"{tally['generation failures recorded']} recorded with their error, the run went on"},

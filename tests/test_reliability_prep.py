@@ -37,7 +37,7 @@ import pytest
 from PIL import Image
 from prep_helpers import leftovers, run_cli
 from reliability_figures import REPO, bounded, write_area
-from reliability_fuzz import MAKERS, encode, png_with_size, write_shared
+from reliability_fuzz import _FORMATS, _MODES, MAKERS, encodable_pairs, encode, png_with_size, write_shared
 
 from data_prep.packed import load_packed
 
@@ -300,12 +300,13 @@ def _fuzz(fmt: str, tmp: Path, n: int) -> dict:
     shared = write_shared(tmp / "shared")
     counts: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
+    made: Counter = Counter()  # what the image generator actually encoded
     failures: list[str] = []
     slowest = 0.0
     for i in range(n):
         rng = random.Random(f"{fmt}-{i}")
         case = tmp / f"case{i}"
-        argv, names = MAKERS[fmt](rng, case, shared)
+        argv, names = MAKERS[fmt](rng, case, shared, *([made] if fmt == "images" else []))
         if rng.random() < 0.5:
             argv.append("--skip-invalid")
         start = time.perf_counter()
@@ -321,7 +322,7 @@ def _fuzz(fmt: str, tmp: Path, n: int) -> dict:
         counts["records kept"] += outcome.records
         skipped.update(outcome.skipped)
         shutil.rmtree(case, ignore_errors=True)
-    return {"counts": counts, "skipped": skipped, "failures": failures, "slowest": slowest}
+    return {"counts": counts, "skipped": skipped, "failures": failures, "slowest": slowest, "made": made}
 
 
 _CASE_LABELS = {
@@ -329,8 +330,22 @@ _CASE_LABELS = {
     "rec-json": "rec-json array (mutated fields and bytes)",
     "parquet": "Parquet tables (mixed cell types, damaged files)",
     "hf-disk": "hf-disk datasets (mixed cell types, damaged files)",
-    "images": "images (14 modes x 13 formats, mutated bytes, bombs)",
+    "images": "images ({pairs} mode x format pairs Pillow writes, of {modes} modes x {formats} formats; "
+              "mutated bytes, bombs)",
 }
+
+
+def _assert_image_coverage(made: Counter, n: int) -> str:
+    """Every input was encoded in a writable pair, and at n >= 1000 every writable pair was made."""
+    pairs = encodable_pairs()
+    encoded = {k: v for k, v in made.items() if isinstance(k, tuple)}
+    damage = {k: v for k, v in made.items() if isinstance(k, str)}
+    assert sum(encoded.values()) == n and set(encoded) <= set(pairs)
+    assert sum(damage.values()) == n and damage["intact"] > n // 3
+    if n >= 1000:  # 98 pairs drawn uniformly: each ~10 times in 1000 (the seeded run: at least 4)
+        assert set(encoded) == set(pairs), sorted(set(pairs) - set(encoded))
+    return (f"{len(encoded)} of {len(pairs)} writable pairs encoded, {damage['intact']} intact, "
+            f"{damage['bytes mutated']} with mutated bytes, {damage['bomb']} bombs, {damage['not an image']} not images")
 
 
 @pytest.mark.slow
@@ -346,6 +361,11 @@ def test_fuzz_prep_every_format(tmp_path, monkeypatch):
         t0 = time.perf_counter()
         result = _fuzz(fmt, tmp_path / fmt, n)
         c = result["counts"]
+        if fmt == "images":
+            label = label.format(pairs=len(encodable_pairs()), modes=len(_MODES), formats=len(_FORMATS))
+            generated = _assert_image_coverage(result["made"], n)
+        else:
+            generated = None
         top = ", ".join(f"{reason} {count}" for reason, count in result["skipped"].most_common(4)) or "none"
         rows.append({
             "case": label, "tried": n,
@@ -354,8 +374,11 @@ def test_fuzz_prep_every_format(tmp_path, monkeypatch):
             "records skipped": sum(result["skipped"].values()), "top skip reasons": top,
             "broken": c["broken"], "slowest input s": round(result["slowest"], 2),
             "wall s": round(time.perf_counter() - t0, 1),
+            **({"generated": generated} if generated else {}),
         })
         failures += result["failures"]
+    assert not failures, f"{len(failures)} broken inputs; first ones:\n" + "\n".join(failures[:5])
+    assert all(row["broken"] == 0 for row in rows) and sum(row["tried"] for row in rows) == 5 * n
     write_area(
         "prep_fuzz", "Bad data: `vlm-grpo prep` fuzzing", rows, wall_s=time.perf_counter() - started,
         command="RELIABILITY_FUZZ_N=1000 .venv/bin/python -m pytest -q -m slow tests/test_reliability_prep.py",
@@ -365,7 +388,6 @@ def test_fuzz_prep_every_format(tmp_path, monkeypatch):
                "name the input; a clean error is exit 2 with one `error: <file>:<line>: …` line. Every packed "
                "output was re-read with `load_packed` and each of its images decoded."),
     )
-    assert not failures, f"{len(failures)} broken inputs; first ones:\n" + "\n".join(failures[:5])
 
 
 # --- the figures file and docs/RELIABILITY.md -------------------------------------------------
@@ -388,3 +410,24 @@ def test_figures_render_into_the_reliability_report(tmp_path, monkeypatch):
     assert "| case | tried | outcome | max s |" in text and "| x | 3 | ok | 0.25 |" in text
     assert "1,003 generated inputs and injected faults in 2 area(s)" in text and "A note." in text and "(took 1 s)" in text
     assert "make test-slow && .venv/bin/python scripts/reliability_report.py" in text
+
+
+def _report_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reliability_report", REPO / "scripts" / "reliability_report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    return report
+
+
+def test_the_reliability_doc_is_the_scripts_output_unedited():
+    """docs/RELIABILITY.md is rendered, not written: its checksum line matches, its preface is the
+    script's, and it says at which commit and on which date it was rendered."""
+    report = _report_module()
+    doc = (REPO / "docs" / "RELIABILITY.md").read_text(encoding="utf-8")
+    assert report.check_stamp(doc), "docs/RELIABILITY.md was edited by hand: rerun " + report.RERUN
+    assert doc.startswith("# Reliability\n\n" + report.PREFACE)
+    assert re.search(r"rendered at commit `[0-9a-f]{7,}` on \d{4}-\d{2}-\d{2},", doc)
+    assert "-dirty`" not in doc  # rendered from figures of committed tests
+    assert report.check_stamp(report.stamp("x\n")) and not report.check_stamp(report.stamp("x\n").replace("x", "y"))

@@ -229,26 +229,85 @@ def generate_completion(rng: random.Random):
     return text
 
 
+#: Where a wrapped correct answer goes; each reward's run puts its task's right answer there.
+SLOT = "\ue000RIGHT\ue001"
+#: The right answer per task for :data:`SOLUTIONS` in :func:`columns_for`'s frame (rec: the solution box
+#: [10, 20, 60, 80] of a 100x120 image in the model's 56x84 pixels).
+RIGHT = {"rec": "[5.6, 14.0, 33.6, 56.0]", "math": "3", "open": "red car", "mcq": "B", "count": "3"}
+# After the final answer block only text without a closing tag, which the answer rule ignores.
+_TAIL = ["", "<answer>", "<think>", "\\boxed{" * 50, "{" * 1000, "\u202e\u200b", " the answer is 7"]
+
+
+def wrap_right_answer(rng: random.Random) -> str:
+    """A correct answer (at :data:`SLOT`) as the last complete answer block, after hostile text."""
+    hostile = generate_completion(rng)
+    hostile = hostile if isinstance(hostile, str) else str(hostile)
+    return f"{hostile}<think>t</think><answer>{SLOT}</answer>{rng.choice(_TAIL)}"
+
+
+def generate_completions(rng: random.Random, n: int, right_share: float = 0.2) -> tuple[list, list[bool]]:
+    """``n`` completions and, for each, whether it wraps a right answer (about ``right_share`` of them)."""
+    made, right = [], []
+    for _ in range(n):
+        wrapped = rng.random() < right_share
+        made.append(wrap_right_answer(rng) if wrapped else generate_completion(rng))
+        right.append(wrapped)
+    return made, right
+
+
+def fill_right_answers(completions: list, tasks: list) -> list:
+    """Each wrapped completion with its sample's right answer in the slot (empty for tasks without one)."""
+    return [c.replace(SLOT, RIGHT.get(t, "")) if isinstance(c, str) and SLOT in c else c
+            for c, t in zip(completions, tasks)]
+
+
+#: Rewards that score a right answer 1 (``iou``: IoU 1) whatever hostile text comes before it.
+SCORES_RIGHT = ["iou", "rec_acc", "math", "exact_match", "mcq", "count", "accuracy"]
+
+
+def test_a_wrapped_right_answer_scores_in_every_task():
+    completions, right = generate_completions(random.Random("wrapped"), 40, right_share=1.0)
+    assert all(right)
+    for name in SCORES_RIGHT:
+        columns = columns_for(name, completions, random.Random(name))
+        filled = fill_right_answers(completions, columns["task"])
+        scores = rewards.guard(rewards.get(name))(filled, **columns)
+        for score, task, text in zip(scores, columns["task"], filled):
+            if task in RIGHT:
+                assert score == pytest.approx(1.0), (name, task, text[-200:])
+
+
 @pytest.mark.slow
 def test_fuzz_every_reward():
     n = int(os.environ.get("RELIABILITY_REWARD_N", "1000"))
-    rng = random.Random("rewards")
-    completions = [generate_completion(rng) for _ in range(n)]
+    completions, right = generate_completions(random.Random("rewards"), n)
+    wrapped = sum(right)
+    assert wrapped >= n // 10  # the advertised share of right answers in hostile text
     rows, started = [], time.perf_counter()
     for name in BUILTINS:
         columns = columns_for(name, completions, random.Random(name))
+        filled = fill_right_answers(completions, columns["task"])
         outcomes: Counter[str] = Counter()
+        right_scored, right_tried = 0, 0
         slowest, t0 = 0.0, time.perf_counter()
-        for i, completion in enumerate(completions):
+        for i, completion in enumerate(filled):
             one = {key: values[i : i + 1] for key, values in columns.items()}
             score, seconds = score_one(name, completion, one)  # raises on a crash, a hang or a bad value
             slowest = max(slowest, seconds)
             outcomes["None" if score is None else "0" if score == 0 else "positive" if score > 0 else "negative"] += 1
-        rows.append({
+            if right[i] and columns["task"][i] in RIGHT:
+                right_tried += 1
+                right_scored += score is not None and score >= 1.0 - 1e-9
+        row = {
             "case": f"`{name}`", "tried": n,
             "outcome": "scored, no crash: " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())),
             "max s/completion": round(slowest, 2), "wall s": round(time.perf_counter() - t0, 1),
-        })
+        }
+        if name in SCORES_RIGHT:
+            assert right_tried > 0 and right_scored == right_tried, (name, right_scored, right_tried)
+            assert outcomes["positive"] >= right_scored
+            row["right answers in hostile text scored 1"] = f"{right_scored} of {right_tried}"
+        rows.append(row)
     sizes = [len(c) for c in completions if isinstance(c, str)]
     write_area(
         "rewards_fuzz", "Adversarial completions: every built-in reward", rows, wall_s=time.perf_counter() - started,
@@ -256,6 +315,8 @@ def test_fuzz_every_reward():
         notes=(f"The same {n} completions for every reward, from `random.Random('rewards')` in "
                "`tests/test_reliability_rewards.py`: pathological math, hostile boxes, look-alike tags, lone "
                f"surrogates, interleaved/nested/repeated tags; {sum(s > MB for s in sizes)} are over 1 MB (largest "
-               f"{max(sizes) / MB:.1f} MB). Each call ran through `rewards.guard` (one finite float or None per "
+               f"{max(sizes) / MB:.1f} MB). {wrapped} of them end with the reward's right answer as the last "
+               "complete answer block after hostile text (each task-scoring reward must score all of those 1). "
+               "Each call ran through `rewards.guard` (one finite float or None per "
                "completion) under a 60 s hang detector; the math reward's own deadline is 1 s."),
     )

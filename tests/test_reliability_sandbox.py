@@ -285,12 +285,15 @@ def test_fuzz_escape_attempts(tmp_path):
     outside.mkdir()
     _ok_image().save(outside / "secret.png")
     results: dict[str, Counter] = defaultdict(Counter)
+    tried: Counter[str] = Counter()
+    escaped: Counter[str] = Counter()  # accepted paths whose real path lies outside the dataset
     broken = []
     for i in range(n):
         root = tmp_path / f"ds{i}"
         (root / "images").mkdir(parents=True)
         _ok_image().save(root / "images" / "a.png")
         kind, rel = _attack(rng, root, outside)
+        tried[kind] += 1
         _write_record(root, rel)
         try:
             loaded = load_packed(root)
@@ -303,6 +306,7 @@ def test_fuzz_escape_attempts(tmp_path):
             continue
         path = loaded.image_path(loaded.records[0])
         if not _inside(path, root):
+            escaped[kind] += 1
             broken.append(f"#{i} {rel[:80]!r} was accepted and resolves outside: {path}")
             continue
         try:
@@ -310,14 +314,17 @@ def test_fuzz_escape_attempts(tmp_path):
             results[kind]["accepted, inside, decoded"] += 1
         except PrepError:
             results[kind]["accepted, inside, refused to decode"] += 1
-    rows = [{"case": f"image paths: {kind}", "tried": sum(c.values()),
-             "outcome": ", ".join(f"{k} {v}" for k, v in sorted(c.items())), "escaped": 0}
-            for kind, c in sorted(results.items())]
+    assert not broken, "\n".join(broken[:10])
+    assert sum(tried.values()) == n and sum(escaped.values()) == 0
+    assert all(sum(results[kind].values()) == tried[kind] for kind in tried)  # every attempt has an outcome
+    assert len(tried) == 6  # every kind of attack was generated
+    rows = [{"case": f"image paths: {kind}", "tried": tried[kind],
+             "outcome": ", ".join(f"{k} {v}" for k, v in sorted(results[kind].items())), "escaped": escaped[kind]}
+            for kind in sorted(tried)]
     write_area("sandbox_fuzz", "Dataset sandboxing: escape attempts", rows, wall_s=time.perf_counter() - started,
                command="RELIABILITY_FUZZ_N=1000 .venv/bin/python -m pytest -q -m slow tests/test_reliability_sandbox.py",
                notes=("Packed datasets whose record names a hostile image path, from `random.Random('sandbox')`: `../` "
                       "chains, absolute and Windows paths, look-alike dots, huge and odd names, symlinks (to files and "
                       "folders outside, `/`, `/dev/zero`, `/proc`, chains, loops, dangling) and an `images/` folder "
                       "that is itself a link outside. Every accepted path was checked with `os.path.realpath` to lie "
-                      "inside the dataset; every refusal names the record id."))
-    assert not broken, "\n".join(broken[:10])
+                      "inside the dataset (*escaped* counts those that did not); every refusal names the record id."))

@@ -130,3 +130,52 @@ def test_iou_invariant_to_frame_round_trip(a, b, frame, w, h, mw, mh):
     a_back = to_original_pixels(a_frame, frame, image_size, model_size)
     assert a_back == pytest.approx(a, rel=1e-9, abs=1e-6)
     assert iou(a_back, b) == pytest.approx(iou(a, b), abs=1e-9)
+
+
+# Hostile boxes, the kind a model or a data file can produce. Each example says which kind it is and
+# the test counts them, so the coverage it claims is the coverage it ran.
+FINITE = st.floats(allow_nan=False, allow_infinity=False)
+HOSTILE_KINDS = {
+    "ordinary": boxes(),
+    "degenerate": st.tuples(coordinate, coordinate, st.floats(min_value=-2000, max_value=0)).map(
+        lambda t: [t[0], t[1], t[0] + t[2], t[1] + 10] if t[2] < 0 else [t[0], t[1], t[0], t[1] + 10]),
+    "nan or inf": st.lists(st.one_of(FINITE, st.sampled_from([math.nan, math.inf, -math.inf])), min_size=4,
+                           max_size=4).filter(lambda v: not all(math.isfinite(x) for x in v)),
+    "huge": st.lists(st.floats(min_value=1e150, max_value=1.7e308), min_size=2, max_size=2).map(
+        lambda v: [-v[0], -v[1], v[0], v[1]]),
+    "tiny": st.floats(min_value=1e-300, max_value=1e-150).map(lambda e: [0.0, 0.0, e, e]),
+    "any floats": st.lists(FINITE, min_size=4, max_size=4),
+    "wrong length": st.lists(FINITE, max_size=8).filter(lambda v: len(v) != 4),
+    "not numbers": st.lists(st.one_of(st.booleans(), st.text(max_size=3), st.none()), min_size=4, max_size=4),
+}
+
+
+@st.composite
+def hostile_box(draw):
+    kind = draw(st.sampled_from(sorted(HOSTILE_KINDS)))
+    return kind, draw(HOSTILE_KINDS[kind])
+
+
+def test_iou_on_hostile_boxes_is_bounded_and_every_kind_is_generated():
+    seen: dict[str, int] = dict.fromkeys(HOSTILE_KINDS, 0)
+
+    @settings(max_examples=400, deadline=None, derandomize=True, database=None)
+    @given(hostile_box(), hostile_box())
+    def check(first, second):
+        (kind_a, a), (_, b) = first, second
+        seen[kind_a] += 1
+        value = iou(a, b)
+        assert isinstance(value, float) and 0.0 <= value <= 1.0 and value == iou(b, a)
+        if not (is_valid_box(a) and is_valid_box(b)):
+            assert value == 0.0
+        if kind_a in ("degenerate", "nan or inf", "wrong length", "not numbers"):
+            assert not is_valid_box(a) and value == 0.0
+        self_overlap = iou(a, a)
+        # the area overflows (huge) or underflows (tiny) to inf or 0: scored 0, never NaN
+        if is_valid_box(a) and 0.0 < (a[2] - a[0]) * (a[3] - a[1]) < math.inf:
+            assert self_overlap == pytest.approx(1.0)
+        else:
+            assert self_overlap == 0.0
+
+    check()
+    assert all(count >= 10 for count in seen.values()), seen

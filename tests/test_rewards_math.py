@@ -6,6 +6,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from rows_helpers import reward_columns, score_rows, trainer_rows
 
 import rewards
 from rewards.deadline import call_with_deadline
@@ -52,6 +53,21 @@ def test_math_equivalence(prediction, solution, expected):
     assert rewards.get("math")([completion], solution=[solution]) == [expected]
 
 
+def test_math_on_the_trainers_rows(math_data, tiny_processor):
+    """The rows GRPO reads: answers in an answer block score 1; a bare ``\\boxed{}`` scores only
+    through the factory, since no builder writes an ``accept_boxed`` column (the math prompt asks
+    for an answer block)."""
+    rows = trainer_rows([math_data], tiny_processor)[:4]
+    assert "accept_boxed" not in reward_columns(rows)
+    solutions = [row["solution"] for row in rows for _ in range(2)]
+    answered = [f"<think>t</think><answer>{s}</answer>" for s in solutions]
+    boxed = [rf"so \boxed{{{s}}}" for s in solutions]
+    assert score_rows(rewards.get("math"), rows, answered) == [1.0] * 8
+    assert score_rows(rewards.get("math"), rows, boxed) == [0.0] * 8
+    assert score_rows(rewards.make_math_reward(accept_boxed=True), rows, boxed) == [1.0] * 8
+    assert score_rows(rewards.get("accuracy"), rows, answered) == [1.0] * 8
+
+
 def test_math_answer_rule_and_boxed():
     math = rewards.get("math")
     sol = ["3"]
@@ -59,9 +75,7 @@ def test_math_answer_rule_and_boxed():
     assert math(["<answer>2</answer> <answer>3</answer>"], solution=sol) == [1.0]
     assert math(["<answer>3</answer> <answer>2</answer>"], solution=sol) == [0.0]
     assert math([r"so \boxed{3}"], solution=sol) == [0.0]  # no answer block
-    assert math([r"so \boxed{3}"], solution=sol, accept_boxed=[True]) == [1.0]  # the task says so
     assert rewards.make_math_reward(accept_boxed=True)([r"\boxed{3}"], solution=sol) == [1.0]
-    assert rewards.make_math_reward(accept_boxed=False)([r"\boxed{3}"], solution=sol, accept_boxed=[True]) == [0.0]
     assert math([[{"role": "assistant", "content": "<answer>3</answer>"}]], solution=sol) == [1.0]
     assert math(["<answer>3</answer>"], solution=sol, task=["rec"]) == [None]
     assert rewards.make_math_reward(name="math_strict").__name__ == "math_strict"
@@ -168,10 +182,10 @@ def test_adversarial_multiprocessing_worker():
 
 
 def test_megabytes_of_text():
-    reward = rewards.make_math_reward(budget_s=BUDGET_S)
+    reward = rewards.make_math_reward(budget_s=BUDGET_S, accept_boxed=True)
     completions = ["<answer>" + "1+" * 1_000_000 + "1</answer>", r"\boxed{" * 500_000, "x" * 5_000_000]
     start = time.perf_counter()
-    assert reward(completions, solution=["3"] * 3, accept_boxed=[True] * 3) == [0.0, 0.0, 0.0]
+    assert reward(completions, solution=["3"] * 3) == [0.0, 0.0, 0.0]
     assert time.perf_counter() - start < 3.0
 
 

@@ -3,6 +3,7 @@
 import asyncio
 import pickle
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -204,3 +205,57 @@ def test_guard_async():
 def test_guard_rejects_non_callable():
     with pytest.raises(TypeError):
         guard(3)
+
+
+def _forever(completions, **columns):
+    while True:
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("timeout_s", [0.2, 1.0])
+def test_guard_time_limit_names_the_reward_and_the_limit(timeout_s):
+    start = time.perf_counter()
+    with pytest.raises(RewardError, match=rf"reward 'hangs' did not return within {timeout_s:g} s \(reward_timeout\)"):
+        guard(_forever, "hangs", timeout_s=timeout_s)(["a", "b"])
+    assert time.perf_counter() - start < timeout_s + 1.0  # 1 s: thread start on a shared 2-core machine
+
+
+def test_guard_time_limit_keeps_values_errors_and_the_failing_sample():
+    assert guard(lambda completions, **c: [1.0] * len(completions), "r", timeout_s=5)(["a"]) == [1.0]
+    with pytest.raises(RewardError, match="sample 'b'"):
+        guard(lambda completions, **c: [1.0 / len(x) for x in completions], "r", timeout_s=5)(["a", ""], id=["a", "b"])
+    assert guard(_forever, "off", timeout_s=0).timeout_s is None  # 0: no limit
+    with pytest.raises(ValueError, match="timeout_s"):
+        guard(_forever, "r", timeout_s=-1)
+    limited = pickle.loads(pickle.dumps(guard(rewards.get("format"), timeout_s=3)))
+    assert limited.timeout_s == 3 and limited(["<think></think><answer></answer>"]) == [1.0]
+
+
+def test_guard_time_limit_on_an_async_reward():
+    async def hangs(completions, **columns):
+        await asyncio.sleep(60)
+
+    guarded = guard(hangs, timeout_s=0.2)
+    assert asyncio.iscoroutinefunction(guarded.__call__)
+    with pytest.raises(RewardError, match=r"reward 'hangs' did not return within 0.2 s"):
+        asyncio.run(guarded(["a"]))
+
+
+class AsyncScorer:
+    """An async callable object without ``__name__`` (a plugin may export an instance)."""
+
+    async def __call__(self, completions, **columns):
+        return [float(len(c)) for c in completions]
+
+
+def test_an_async_callable_object_is_named_and_stays_async(tmp_path):
+    from rewards.registry import NamedReward, is_async
+
+    plugin = tmp_path / "scorer.py"
+    plugin.write_text("from test_rewards_registry import AsyncScorer\nscorer = AsyncScorer()\n")
+    loaded = load(f"{plugin}:scorer")
+    assert loaded.__name__ == "scorer" and is_async(loaded) and is_async(guard(loaded))
+    assert asyncio.run(guard(loaded)(["ab"])) == [2.0]
+    assert not is_async(NamedReward(len, "n"))
+    again = pickle.loads(pickle.dumps(NamedReward(AsyncScorer(), "s")))
+    assert is_async(again) and asyncio.run(again(["abc"])) == [3.0]

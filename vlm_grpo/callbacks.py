@@ -4,6 +4,8 @@ The rollout log sees completions where the project already has a hand on them:
 each reward function is wrapped, so whatever TRL passes to the rewards (the
 completions of this process and their columns) is recorded with every reward's
 value, and written to ``rollouts.jsonl`` every ``rollout_log_steps`` steps.
+The wrapper of an ``async`` reward is ``async`` too (TRL awaits it, concurrently
+with the other async rewards, after the synchronous ones have run).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 from rewards.parsing import completion_text
+from rewards.registry import is_async
 
 logger = logging.getLogger(__name__)
 
@@ -36,24 +39,44 @@ class RolloutRecorder(TrainerCallback):
         self.path = Path(output_dir) / name
         self._batch: dict | None = None
 
-    def wrap(self, reward_fn, first: bool):
-        """Wrap a reward so its values are recorded; ``first`` marks the reward that starts a batch."""
+    def wrap(self, reward_fn, first: bool = False):
+        """Wrap a reward so its values are recorded (an ``async`` reward gets an ``async`` wrapper).
+
+        A batch is the ``completions`` list TRL hands to every reward of one scoring: a reward called
+        with another list starts a new batch. That holds whichever order the rewards run in (TRL runs
+        the synchronous ones first, then the async ones). ``first`` is accepted for older callers
+        (it marked the reward that started a batch when all rewards ran in config order) and unused.
+        """
+        name = reward_fn.__name__
+        if is_async(reward_fn):
+
+            @functools.wraps(reward_fn)
+            async def recorded_async(completions, **columns):
+                values = await reward_fn(completions, **columns)
+                self._record(name, completions, columns, values)
+                return values
+
+            return recorded_async
 
         @functools.wraps(reward_fn)
         def recorded(completions, **columns):
             values = reward_fn(completions, **columns)
-            if first or self._batch is None:
-                self._batch = {
-                    "completions": [completion_text(c) for c in completions],
-                    "ids": columns.get("id"),
-                    "tasks": columns.get("task"),
-                    "solutions": columns.get("solution"),
-                    "rewards": {},
-                }
-            self._batch["rewards"][reward_fn.__name__] = list(values)
+            self._record(name, completions, columns, values)
             return values
 
         return recorded
+
+    def _record(self, name: str, completions, columns: dict, values) -> None:
+        if self._batch is None or self._batch["source"] is not completions:
+            self._batch = {
+                "source": completions,
+                "completions": [completion_text(c) for c in completions],
+                "ids": columns.get("id"),
+                "tasks": columns.get("task"),
+                "solutions": columns.get("solution"),
+                "rewards": {},
+            }
+        self._batch["rewards"][name] = list(values)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.every <= 0 or self._batch is None or state.global_step % self.every:

@@ -109,6 +109,10 @@ class RewardArguments:
     rollout_log_steps: int = dataclasses.field(
         default=10, metadata={"help": "Write every completion and its rewards to rollouts.jsonl every N steps (0: off)."}
     )
+    reward_timeout: float | None = dataclasses.field(
+        default=60.0,
+        metadata={"help": "Seconds one call of a reward may take; a slower call stops training naming the reward (0: no limit)."},
+    )
 
 
 # Published recipe defaults (VLM-R1 / R1-V) where TRL's differ. A YAML file or the command line overrides them.

@@ -89,7 +89,7 @@ def resolve_rewards(reward_args: RewardArguments, reward_weights: list[float] | 
     """Reward callables from names/specs, each guarded, in config order."""
     if not reward_args.reward_funcs:
         raise ValueError("reward_funcs is empty; name at least one reward, e.g. [format, accuracy]")
-    funcs = [rewards.guard(rewards.load(spec)) for spec in reward_args.reward_funcs]
+    funcs = [rewards.guard(rewards.load(spec), timeout_s=reward_args.reward_timeout) for spec in reward_args.reward_funcs]
     names = [f.__name__ for f in funcs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
