@@ -50,7 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="input file(s)/dir(s); repeat or list several to mix them (not needed for synthetic)")
     io.add_argument("--image-root", nargs="+", action="extend", default=[], type=Path, metavar="DIR",
                     help="directory that relative image paths resolve against: one for all inputs, or one per "
-                         "--input in the same order (default: each input's own directory)")
+                         "--input in the same order (default: each input's own directory); source images must "
+                         "lie inside it")
+    io.add_argument("--allow-images-outside-root", action="store_true",
+                    help="also read images that resolve outside the image root (absolute paths, '..', symlinks "
+                         "out of it); off by default so that a source file cannot copy any readable file into "
+                         "the dataset")
     io.add_argument("--output", required=True, type=Path, metavar="DIR", help="packed dataset directory to create")
     io.add_argument("--overwrite", action="store_true", help="replace an existing output (atomically)")
     io.add_argument("--task", metavar="T",
@@ -134,6 +139,7 @@ def _source_options(args: argparse.Namespace) -> SourceOptions:
         image_column=args.image_column, problem_column=args.problem_column, solution_column=args.solution_column,
         id_column=args.id_column, task_column=args.task_column, split=args.split,
         num=args.num, seed=args.seed, synthetic=synthetic_config,
+        allow_images_outside_root=args.allow_images_outside_root,
     )
 
 
@@ -149,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed, overwrite=args.overwrite, workers=args.workers, progress=not args.quiet,
         )
         settings = {"task": args.task, "prefix_ids": args.prefix_ids}
+        if args.allow_images_outside_root:
+            settings["allow_images_outside_root"] = True
         if args.format == "rec-json":
             settings["box_tolerance"] = args.box_tolerance
         if args.format == "synthetic":

@@ -190,6 +190,33 @@ def choose_task(override: str | None, method: Any, problem: str, answer: Any) ->
     return infer_task(problem, answer)
 
 
+def source_image_path(name: str, root: Path, *, record: str, where: str, allow_outside: bool = False) -> Path:
+    """The file a source's image ``name`` (relative to ``root``, or absolute) points at.
+
+    Unless ``allow_outside`` (``--allow-images-outside-root``), the path must stay inside
+    ``root`` once ``..`` and symlinks are resolved: a source file is data, and a line naming
+    ``/etc/shadow`` or ``../../secret.png`` must not get that file copied into the dataset.
+    Returns the resolved path, so the file that is read is the one that was checked.
+    """
+    path = root / name
+    if allow_outside:
+        return path
+    try:
+        resolved, inside = path.resolve(), root.resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a symlink loop, a name too long
+        raise PrepError(
+            f"{where}: record {record!r}: image path {name!r} is not a valid file name ({exc})", reason="missing_image"
+        ) from None
+    if not resolved.is_relative_to(inside):
+        raise PrepError(
+            f"{where}: record {record!r}: image {name!r} resolves to {resolved}, outside the image root {inside}; "
+            "prep only reads images under --image-root (default: the input's folder). Move the image there, "
+            "point --image-root at its folder, or pass --allow-images-outside-root",
+            reason="image_outside_root",
+        )
+    return resolved
+
+
 def open_input(path: Path) -> None:
     """Raise a clear error if an input file is missing or not a file."""
     if not path.exists():
