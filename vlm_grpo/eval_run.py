@@ -12,12 +12,11 @@ finished samples after an interruption.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
 from vlm_grpo.data import RowSet, build_rows
-from vlm_grpo.files import atomic_write_text
+from vlm_grpo.files import atomic_write_text, json_text
 from vlm_grpo.evaluate import EvalSettings, evaluate_rows, read_predictions
 from vlm_grpo.metrics import benchmark_table, compute_metrics
 from vlm_grpo.modeling import family_of, load_config, load_model, load_processor
@@ -74,7 +73,7 @@ def run_eval(job: EvalJob) -> dict[str, dict]:
         with open(partial, "a", encoding="utf-8") as sink:
 
             def keep(prediction: dict) -> None:
-                sink.write(json.dumps(prediction) + "\n")
+                sink.write(json_text(prediction) + "\n")
                 sink.flush()
 
             mine = evaluate_rows(
@@ -91,7 +90,7 @@ def run_eval(job: EvalJob) -> dict[str, dict]:
     if state.is_main_process and len(job.data) > 1:
         table = {name: r["metrics"] for name, r in results.items()}
         atomic_write_text(job.output / "benchmarks.md", benchmark_table(table))
-        atomic_write_text(job.output / "benchmarks.json", json.dumps(table, indent=2) + "\n")
+        atomic_write_text(job.output / "benchmarks.json", json_text(table, indent=2) + "\n")
     return results
 
 
@@ -128,8 +127,8 @@ def _write_outputs(out: Path, job: EvalJob, data_dir: str, rows: RowSet, predict
         "time_s": round(elapsed, 3),
         "samples_per_s": round(made / elapsed, 3) if elapsed > 0 and made else None,
     }
-    atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(p) + "\n" for p in predictions))
-    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / "predictions.jsonl", "".join(json_text(p) + "\n" for p in predictions))
+    atomic_write_text(out / "metrics.json", json_text(result, indent=2) + "\n")
     write_report(out / "report.html", result, predictions, rows)
     for part in out.glob("predictions.partial.rank*.jsonl"):
         part.unlink()
