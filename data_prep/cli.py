@@ -5,8 +5,9 @@
 :func:`add_arguments` and :func:`run` are what ``vlm_grpo.cli`` wires in as the ``prep``
 subcommand; :func:`main` is a standalone entry point (``python -m data_prep.cli``).
 ``run`` prints the summary to stdout (progress on stderr) and returns 0; on a
-:class:`~data_prep.packed.PrepError` it prints ``error: <message>`` to stderr and
-returns 2, leaving no output directory behind (Ctrl-C: 130, nothing written).
+:class:`~data_prep.packed.PrepError` or an ``OSError`` (a full disk, an output path that
+cannot be made) it prints ``error: <message>`` to stderr and returns 2, leaving no
+output directory behind (Ctrl-C: 130, nothing written).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from data_prep.packing import PackOptions, pack
 from data_prep.packed import KNOWN_TASKS, PrepError
 from data_prep.sources import FORMATS, SourceOptions, SourceSpec, get_reader, read_sources
+from data_prep.writer import output_error_message
 
 
 def _int_range(text: str) -> tuple[int, int]:
@@ -170,6 +172,9 @@ def run(args: argparse.Namespace) -> int:
         )
     except PrepError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, an output path that cannot be made: the temp dir is already gone
+        print(f"error: {output_error_message(err, args.output.absolute())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr)

@@ -44,6 +44,14 @@ TEMPLATE_SPECIAL_TOKENS: tuple[str, ...] = (
 #: refuses images over Pillow's decompression-bomb limit before decoding them.
 MAX_ASPECT_RATIO = 200
 
+#: Pixels of one merged image token (14 px patches merged 2x2): the least ``min_pixels`` and
+#: ``--max-pixels`` that make sense; below it ``smart_resize`` can return a 0x0 size.
+TOKEN_PIXELS = 28 * 28
+
+#: The largest ``max_pixels`` the project accepts: Qwen2.5-VL's own default (16,384 image
+#: tokens, 12,845,056 pixels); above it one image alone fills the model's context.
+MAX_PROCESSOR_PIXELS = 16384 * TOKEN_PIXELS
+
 
 def special_token_in(text: str) -> str | None:
     """The first special token of :data:`TEMPLATE_SPECIAL_TOKENS` found in ``text``, or None.

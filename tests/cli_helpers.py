@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from pathlib import Path
 
 from vlm_grpo.cli import main
@@ -24,7 +25,7 @@ def one_error(code: int, stderr: str, *names: str) -> str:
     """Assert exit 2, no traceback and a last stderr line ``error: ...`` naming every one of ``names``; return it."""
     assert code == 2, (code, stderr)
     assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.strip().splitlines() if line.startswith("error: ")]
+    lines = [line for line in re.split(r"[\r\n]+", stderr) if line.startswith("error: ")]
     assert len(lines) == 1, stderr
     for name in names:
         assert name in lines[0], f"{name!r} not named in: {lines[0]}"

@@ -16,11 +16,15 @@ import time
 from pathlib import Path
 
 from vlm_grpo.data import RowSet, build_rows
-from vlm_grpo.files import atomic_write_text, json_text
+from vlm_grpo.files import atomic_write_text, json_text, make_output_dir
 from vlm_grpo.evaluate import EvalSettings, evaluate_rows, read_predictions
 from vlm_grpo.metrics import benchmark_table, compute_metrics
 from vlm_grpo.modeling import family_of, load_config, load_model, load_processor
 from vlm_grpo.prompts import merged_templates
+
+
+class EvalError(ValueError):
+    """An evaluation that produced no result worth a score; the message says why."""
 
 
 @dataclasses.dataclass
@@ -55,6 +59,7 @@ def run_eval(job: EvalJob) -> dict[str, dict]:
 
     state = PartialState()
     config = load_config(job.model)  # fails fast on a bad model before anything heavy
+    make_output_dir(job.output, "--output")
     box_frame = job.box_frame or family_of(config, job.model).box_frame
     templates = merged_templates(job.task_templates)
     processor = load_processor(job.model, min_pixels=job.min_pixels, max_pixels=job.max_pixels)
@@ -83,6 +88,7 @@ def run_eval(job: EvalJob) -> dict[str, dict]:
         elapsed = time.perf_counter() - start
         gathered = gather_object(mine) if state.num_processes > 1 else mine
         state.wait_for_everyone()
+        _check_not_all_failed([*done.values(), *gathered], data_dir, out)  # on every process, so none waits alone
         if state.is_main_process:
             predictions = sorted([*done.values(), *gathered], key=lambda p: p["index"])
             results[name] = _write_outputs(out, job, data_dir, rows, predictions, elapsed, len(gathered))
@@ -92,6 +98,24 @@ def run_eval(job: EvalJob) -> dict[str, dict]:
         atomic_write_text(job.output / "benchmarks.md", benchmark_table(table))
         atomic_write_text(job.output / "benchmarks.json", json_text(table, indent=2) + "\n")
     return results
+
+
+def _check_not_all_failed(predictions: list[dict], data_dir: str, out: Path) -> None:
+    """Raise :class:`EvalError` when every sample errored: a score of 0.0 would look like a result.
+
+    Nothing is written for the dataset, and the partial files go too: the errors are not
+    results to resume from.
+    """
+    errors = [p["error"] for p in predictions if p.get("error")]
+    if not predictions or len(errors) < len(predictions):
+        return
+    for part in out.glob("predictions.partial.rank*.jsonl"):
+        part.unlink(missing_ok=True)
+    first = errors[0] if len(errors[0]) <= 300 else errors[0][:300] + "…"
+    raise EvalError(
+        f"{data_dir}: all {len(predictions)} samples failed, so there is no score (first error: {first}); "
+        f"nothing was written to {out}. Fix the cause above (the model folder, the images) and run again"
+    )
 
 
 def _unique_names(dirs: list[str]) -> list[str]:
