@@ -127,6 +127,8 @@ def _specs(args: argparse.Namespace) -> list[SourceSpec]:
 
 
 def _source_options(args: argparse.Namespace) -> SourceOptions:
+    if not args.box_tolerance >= 0:  # NaN too
+        raise PrepError(f"--box-tolerance must be a number >= 0 (0..1000 units), got {args.box_tolerance}")
     synthetic_config = None
     if args.format == "synthetic":
         from data_prep.synthetic import SyntheticConfig

@@ -2,7 +2,7 @@
 
 - a full disk (ENOSPC) while ``prep`` or ``eval`` writes, simulated by wrapping the write;
 - output paths that cannot be made (under a regular file, a name too long for the file
-  system) for ``prep``, ``eval``, ``tiny``, ``train`` and ``sft``;
+  system) for ``prep``, ``eval``, ``tiny``, ``train``, ``sft`` and ``demo``;
 - model folders with a missing or broken file: refused naming the file, never a silent
   one-token vocabulary and a score of 0.0;
 - an eval run whose every sample errored: exit 2, no score;
@@ -167,8 +167,8 @@ def _argv(command: str, out: Path, tiny_dir: Path, rec_data: Path) -> tuple[list
         return [*PREP, "--output", str(out)], "--output"
     if command == "eval":
         return ["eval", "--model", str(tiny_dir), "--data", str(rec_data), "--output", str(out)], "--output"
-    if command == "tiny":
-        return ["tiny", "--output", str(out)], "--output"
+    if command in ("tiny", "demo"):
+        return [command, "--output", str(out), *(["--quick"] if command == "demo" else [])], "--output"
     return [command, "--model_name_or_path", str(tiny_dir), "--train_data", str(rec_data), "--output_dir", str(out),
             "--use_cpu", "true", "--report_to", "none", "--max_steps", "1"], "output_dir"
 
@@ -179,7 +179,7 @@ PATHS = {
     "a name too long": (lambda tmp: tmp / ("x" * 300), "too long"),
     "a folder name too long": (lambda tmp: tmp / ("y" * 300) / "out", "too long"),
 }
-COMMANDS = ["prep", "eval", "tiny", "train", "sft"]
+COMMANDS = ["prep", "eval", "tiny", "train", "sft", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -321,6 +321,7 @@ SIZES = [
     ([*PREP, "--num-shapes", "1-100000"], "num_shapes must be at most 100", "per image"),
     ([*PREP, "--max-pixels", "10"], "--max-pixels must be at least 784", "one image token"),
     ([*PREP, "--workers", "100000"], "--workers must be 0..64", "memory"),
+    ([*PREP, "--box-tolerance", "nan"], "--box-tolerance must be a number >= 0", ""),
     (["eval", "--batch-size", "0"], "--batch-size must be 1..4096", "generated at once"),
     (["eval", "--batch-size", "1000000"], "--batch-size must be 1..4096", "generated at once"),
     (["eval", "--max-new-tokens", "10000000"], "--max-new-tokens must be 1..32768", "context"),
