@@ -235,3 +235,11 @@ def test_json_text_writes_null_for_non_finite_numbers():
 
     text = json_text({"a": [float("inf"), -float("inf"), float("nan"), 1.5], "b": {"c": float("nan")}})
     assert json.loads(text) == {"a": [None, None, None, 1.5], "b": {"c": None}}
+
+
+@pytest.mark.parametrize("method,hint", [(None, True), ("iou", False)])
+def test_an_inferred_rec_task_says_how_to_name_another(tmp_path, method, hint):
+    argv = _vlm(tmp_path, "<image>the roots?", "[1, 2, 3]", method)
+    code, _, err = vlm_grpo([*argv, "--output", str(tmp_path / "out")])
+    line = one_error(code, err, "d.jsonl:2", "it has 3 values")
+    assert ("inferred from the answer" in line and "accu_reward_method" in line) == hint, line

@@ -213,15 +213,22 @@ SOLUTION_PARSERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def coerce_solution(task: str, value: Any, *, where: str) -> Any:
-    """Turn a raw answer into the task's solution type, or raise ``invalid_solution``."""
+def coerce_solution(task: str, value: Any, *, where: str, inferred: bool = False) -> Any:
+    """Turn a raw answer into the task's solution type, or raise ``invalid_solution``
+    (``inferred``: the task was guessed from the answer, and the message says how to name it)."""
     parser = SOLUTION_PARSERS.get(task)
     try:
         if parser is not None:
             return parser(value)
         return answer_text(value) if isinstance(value, str) else value
     except ValueError as exc:
-        raise PrepError(f"{where}: {task} answer: {exc}", reason="invalid_solution") from None
+        hint = (
+            f"; the task {task!r} was inferred from the answer: if that is wrong, name the record's task "
+            "(accu_reward_method, --task-column or --task)"
+            if inferred
+            else ""
+        )
+        raise PrepError(f"{where}: {task} answer: {exc}{hint}", reason="invalid_solution") from None
 
 
 def infer_task(problem: str, answer: Any) -> str:
@@ -236,6 +243,11 @@ def infer_task(problem: str, answer: Any) -> str:
     if _NUMBER.match(text.replace(",", "")) or "\\" in text or "$" in text:
         return "math"
     return "open"
+
+
+def is_inferred(override: str | None, method: Any) -> bool:
+    """Whether :func:`choose_task` falls through to inferring the task from the answer."""
+    return not override and not (isinstance(method, str) and method.strip().lower() in TASK_FROM_METHOD)
 
 
 def choose_task(override: str | None, method: Any, problem: str, answer: Any) -> str:

@@ -31,7 +31,7 @@ from data_prep.images import ImageInput
 from data_prep.items import SourceItem
 from data_prep.packed import PrepError
 from data_prep.sources import SourceOptions
-from data_prep.sources.common import choose_task, clean_question, coerce_solution, source_image_path
+from data_prep.sources.common import choose_task, clean_question, coerce_solution, is_inferred, source_image_path
 
 DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
     "image": ("decoded_image", "image", "images"),
@@ -129,7 +129,7 @@ def row_to_item(
         raise PrepError(f"{where}: column {columns.solution!r} is empty", reason="invalid_solution")
     method = row.get(columns.task) if columns.task else None
     task = choose_task(options.task, method, problem, answer)
-    solution = coerce_solution(task, answer, where=where)
+    solution = coerce_solution(task, answer, where=where, inferred=is_inferred(options.task, method))
     used = {columns.image, columns.problem, columns.solution, columns.id}
     meta = {key: value for key, value in row.items() if key not in used and _meta_value(value)}
     meta.update(source=stem, row=index)

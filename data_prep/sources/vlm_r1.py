@@ -30,7 +30,7 @@ from typing import Any
 from data_prep.items import Rejected, SourceItem
 from data_prep.packed import PrepError
 from data_prep.sources import SourceOptions, SourceSpec, stem_of
-from data_prep.sources.common import choose_task, clean_question, coerce_solution, iter_jsonl, source_image_path
+from data_prep.sources.common import choose_task, clean_question, coerce_solution, is_inferred, iter_jsonl, source_image_path
 
 _HUMAN = {"human", "user"}
 _ASSISTANT = {"gpt", "assistant"}
@@ -79,7 +79,7 @@ def convert(obj: Any, *, where: str, lineno: int, spec: SourceSpec, options: Sou
     problem = clean_question(raw_question)
     method = obj.get("accu_reward_method")
     task = choose_task(options.task, method, problem, raw_answer)
-    solution = coerce_solution(task, raw_answer, where=where)
+    solution = coerce_solution(task, raw_answer, where=where, inferred=is_inferred(options.task, method))
     raw_id = obj.get("id")
     record_id = f"{stem}_{lineno}" if raw_id is None or raw_id == "" else str(raw_id)
     if options.prefix_ids:
