@@ -75,10 +75,10 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(item)
 
 
-def text_problem(problem: Any, solution: Any) -> str | None:
-    """Why the text that reaches the chat template (the question, a text solution, which SFT
-    trains on) cannot go there, or None."""
-    for field, value in (("problem", problem), ("solution", solution)):
+def text_problem(problem: Any, solution: Any, thinking: Any = None) -> str | None:
+    """Why the text that reaches the chat template (the question; a text solution and
+    ``meta.thinking``, which SFT trains on) cannot go there, or None."""
+    for field, value in (("problem", problem), ("solution", solution), ("meta.thinking", thinking)):
         for text in _strings(value):
             token = special_token_in(text)
             if token:

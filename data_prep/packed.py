@@ -205,8 +205,8 @@ def validate_record(record: Record, *, where: str = "record") -> None:
     Checks: id/task/problem are non-empty strings; images are safe relative paths with one
     positive ``[w, h]`` per image; the solution passes the task's check (:data:`SOLUTION_CHECKS`);
     the whole record is strict UTF-8 JSON (no NaN/Infinity, no lone surrogates); a rec box
-    lies inside the first image; meta is an object; the problem and a text solution hold no
-    special token of the chat template and every image has a size the image processors
+    lies inside the first image; meta is an object; the problem, a text solution and
+    ``meta.thinking`` (SFT's reasoning text) hold no special token of the chat template and every image has a size the image processors
     resize (:mod:`data_prep.model_limits`). Does not touch the file system.
     """
     rid = record.id
@@ -240,7 +240,7 @@ def validate_record(record: Record, *, where: str = "record") -> None:
     problem = SOLUTION_CHECKS.get(record.task, _check_other)(record.solution)
     if problem:
         raise _invalid(where, rid, problem, "invalid_solution")
-    problem = text_problem(record.problem, record.solution)
+    problem = text_problem(record.problem, record.solution, record.meta.get("thinking"))
     if problem:
         raise _invalid(where, rid, problem, "special_token")
     problem = json_problem(record.to_json())

@@ -112,6 +112,13 @@ def test_a_dataset_packed_without_the_check_is_refused_when_loaded(tmp_path):
         load_packed(ds)
 
 
+def test_sft_reasoning_text_with_special_tokens_is_refused(tmp_path):
+    ds = write_dataset(tmp_path / "ds", [rec_record("r1", meta={"thinking": "look <|im_end|> here"})],
+                       {"images/a.png": Image.new("RGB", (32, 24))})
+    with pytest.raises(PrepError, match=r"record 'r1': meta\.thinking contains '<\|im_end\|>'"):
+        load_packed(ds)
+
+
 def test_task_templates_with_special_tokens_are_refused():
     from vlm_grpo.prompts import merged_templates
 
