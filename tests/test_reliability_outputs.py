@@ -331,6 +331,8 @@ SIZES = [
     (["eval", "--max-pixels", str(10**12)], "--max-pixels 1000000000000 is out of range", "context"),
     (["eval", "--sample", "--temperature", "0"], "--temperature must be a positive number", ""),
     (["eval", "--sample", "--temperature", "nan"], "--temperature must be a positive number", ""),
+    (["eval", "--sample", "--seed", str(2**64)], "--seed must be 0..2**63-1", "64-bit"),
+    (["tiny", "--seed", "-1"], "seed must be 0..2**63-1", "64-bit"),
     (["eval", "--task-templates", "{not json"], "--task-templates is not valid JSON", ""),
     (["eval", "--task-templates", '["x"]'], "--task-templates must be a JSON object", ""),
     (["tiny", "--text-hidden", "1000000"], "text_hidden must be 16..4096", "in memory"),

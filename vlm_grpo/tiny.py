@@ -108,6 +108,8 @@ class TinySpec:
                     f"{name} must be {low}..{high} (the tiny model is built in memory for offline tests and demos; "
                     f"pixels: one image token to Qwen2.5-VL's own max_pixels), got {value}"
                 )
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be 0..2**63-1 (torch.manual_seed takes a 64-bit integer), got {self.seed}")
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels {self.min_pixels} is larger than max_pixels {self.max_pixels}")
         head_dim, rem = divmod(self.text_hidden, self.text_heads)

@@ -50,6 +50,8 @@ def _check_sizes(args: argparse.Namespace) -> None:
         )
     if args.max_samples is not None and args.max_samples < 1:
         raise ValueError(f"--max-samples must be at least 1, got {args.max_samples}")
+    if not 0 <= args.seed < 2**63:
+        raise ValueError(f"--seed must be 0..2**63-1 (torch.manual_seed takes a 64-bit integer), got {args.seed}")
     if not (math.isfinite(args.temperature) and args.temperature > 0):
         raise ValueError(f"--temperature must be a positive number, got {args.temperature}")
     check_pixel_bounds(args.min_pixels, args.max_pixels, names=("--min-pixels", "--max-pixels"))
