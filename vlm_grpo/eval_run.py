@@ -59,13 +59,13 @@ def run_eval(job: EvalJob) -> dict[str, dict]:
 
     state = PartialState()
     config = load_config(job.model)  # fails fast on a bad model before anything heavy
-    make_output_dir(job.output, "--output")
     box_frame = job.box_frame or family_of(config, job.model).box_frame
     templates = merged_templates(job.task_templates)
     processor = load_processor(job.model, min_pixels=job.min_pixels, max_pixels=job.max_pixels)
     names = _unique_names(job.data)
     all_rows = [build_rows([d], processor, box_frame=box_frame, templates=templates) for d in job.data]
     selections = [_filtered(rows, job.task, job.max_samples) for rows in all_rows]
+    make_output_dir(job.output, "--output")  # after the checks of model and data, before the heavy load
     model = load_model(job.model, device=state.device).eval()
     results: dict[str, dict] = {}
     for name, data_dir, rows, indices in zip(names, job.data, all_rows, selections):
