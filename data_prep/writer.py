@@ -30,7 +30,7 @@ _SIBLING_NAME_CHARS = 40
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
-def _sibling(output: Path, kind: str) -> Path:
+def temp_sibling(output: Path, kind: str) -> Path:
     """A fresh hidden name beside ``output`` for a temp (``tmp``) or backup (``old``) directory."""
     return output.parent / f".{output.name[:_SIBLING_NAME_CHARS]}.{kind}-{secrets.token_hex(4)}"
 
@@ -104,7 +104,7 @@ def atomic_output_dir(output: str | Path, *, overwrite: bool = False) -> Iterato
     output = Path(output).absolute()
     check_output(output, overwrite=overwrite)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _sibling(output, "tmp")
+    tmp = temp_sibling(output, "tmp")
     tmp.mkdir()
     try:
         yield tmp
@@ -122,7 +122,7 @@ def _commit(tmp: Path, output: Path) -> None:
         except OSError as exc:
             raise PrepError(f"cannot move the new dataset into {output} ({exc}); nothing was written") from None
         return
-    old = _sibling(output, "old")
+    old = temp_sibling(output, "old")
     os.rename(output, old)
     try:
         os.rename(tmp, output)

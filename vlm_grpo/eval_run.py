@@ -114,7 +114,7 @@ def _check_not_all_failed(predictions: list[dict], data_dir: str, out: Path) -> 
     first = errors[0] if len(errors[0]) <= 300 else errors[0][:300] + "…"
     raise EvalError(
         f"{data_dir}: all {len(predictions)} samples failed, so there is no score (first error: {first}); "
-        f"nothing was written to {out}. Fix the cause above (the model folder, the images) and run again"
+        f"nothing was written to {out}. Fix the cause (the model folder, the images, the device) and run again"
     )
 
 

@@ -29,11 +29,12 @@ def _save_atomically(model, processor, output) -> None:
     """Save into a temp folder beside ``output``, then move it (or its files) into place: a failure
     (a full disk) leaves no half-written checkpoint behind."""
     import os
-    import secrets
     import shutil
 
+    from data_prep.writer import temp_sibling
+
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.parent / f".{output.name[:40]}.tmp-{secrets.token_hex(4)}"
+    tmp = temp_sibling(output, "tmp")
     try:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
