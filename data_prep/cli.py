@@ -5,8 +5,9 @@
 :func:`add_arguments` and :func:`run` are what ``vlm_grpo.cli`` wires in as the ``prep``
 subcommand; :func:`main` is a standalone entry point (``python -m data_prep.cli``).
 ``run`` prints the summary to stdout (progress on stderr) and returns 0; on a
-:class:`~data_prep.packed.PrepError` it prints ``error: <message>`` to stderr and
-returns 2, leaving no output directory behind (Ctrl-C: 130, nothing written).
+:class:`~data_prep.packed.PrepError` or an ``OSError`` (a full disk, an output path that
+cannot be made) it prints ``error: <message>`` to stderr and returns 2, leaving no
+output directory behind (Ctrl-C: 130, nothing written).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from data_prep.packing import PackOptions, pack
 from data_prep.packed import KNOWN_TASKS, PrepError
 from data_prep.sources import FORMATS, SourceOptions, SourceSpec, get_reader, read_sources
+from data_prep.writer import output_error_message
 
 
 def _int_range(text: str) -> tuple[int, int]:
@@ -50,7 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="input file(s)/dir(s); repeat or list several to mix them (not needed for synthetic)")
     io.add_argument("--image-root", nargs="+", action="extend", default=[], type=Path, metavar="DIR",
                     help="directory that relative image paths resolve against: one for all inputs, or one per "
-                         "--input in the same order (default: each input's own directory)")
+                         "--input in the same order (default: each input's own directory); source images must "
+                         "lie inside it")
+    io.add_argument("--allow-images-outside-root", action="store_true",
+                    help="also read images that resolve outside the image root (absolute paths, '..', symlinks "
+                         "out of it); off by default so that a source file cannot copy any readable file into "
+                         "the dataset")
     io.add_argument("--output", required=True, type=Path, metavar="DIR", help="packed dataset directory to create")
     io.add_argument("--overwrite", action="store_true", help="replace an existing output (atomically)")
     io.add_argument("--task", metavar="T",
@@ -120,6 +127,8 @@ def _specs(args: argparse.Namespace) -> list[SourceSpec]:
 
 
 def _source_options(args: argparse.Namespace) -> SourceOptions:
+    if not args.box_tolerance >= 0:  # NaN too
+        raise PrepError(f"--box-tolerance must be a number >= 0 (0..1000 units), got {args.box_tolerance}")
     synthetic_config = None
     if args.format == "synthetic":
         from data_prep.synthetic import SyntheticConfig
@@ -134,6 +143,7 @@ def _source_options(args: argparse.Namespace) -> SourceOptions:
         image_column=args.image_column, problem_column=args.problem_column, solution_column=args.solution_column,
         id_column=args.id_column, task_column=args.task_column, split=args.split,
         num=args.num, seed=args.seed, synthetic=synthetic_config,
+        allow_images_outside_root=args.allow_images_outside_root,
     )
 
 
@@ -149,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed, overwrite=args.overwrite, workers=args.workers, progress=not args.quiet,
         )
         settings = {"task": args.task, "prefix_ids": args.prefix_ids}
+        if args.allow_images_outside_root:
+            settings["allow_images_outside_root"] = True
         if args.format == "rec-json":
             settings["box_tolerance"] = args.box_tolerance
         if args.format == "synthetic":
@@ -162,6 +174,9 @@ def run(args: argparse.Namespace) -> int:
         )
     except PrepError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, an output path that cannot be made: the temp dir is already gone
+        print(f"error: {output_error_message(err, args.output.absolute())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr)

@@ -30,6 +30,8 @@ from typing import Any
 
 from PIL import Image
 
+from data_prep.model_limits import image_size_problem, text_problem
+
 FORMAT_VERSION = 1
 RECORDS_FILE = "records.jsonl"
 MANIFEST_FILE = "manifest.json"
@@ -203,7 +205,9 @@ def validate_record(record: Record, *, where: str = "record") -> None:
     Checks: id/task/problem are non-empty strings; images are safe relative paths with one
     positive ``[w, h]`` per image; the solution passes the task's check (:data:`SOLUTION_CHECKS`);
     the whole record is strict UTF-8 JSON (no NaN/Infinity, no lone surrogates); a rec box
-    lies inside the first image; meta is an object. Does not touch the file system.
+    lies inside the first image; meta is an object; the problem, a text solution and
+    ``meta.thinking`` (SFT's reasoning text) hold no special token of the chat template and every image has a size the image processors
+    resize (:mod:`data_prep.model_limits`). Does not touch the file system.
     """
     rid = record.id
     if not isinstance(rid, str) or not rid.strip():
@@ -228,11 +232,17 @@ def validate_record(record: Record, *, where: str = "record") -> None:
             and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
         ):
             raise _invalid(where, rid, f"image size must be [width, height] positive integers, got {size!r}", "malformed_record")
+        problem = image_size_problem(*size)
+        if problem:
+            raise _invalid(where, rid, f"image {rel} {problem}", "image_aspect_ratio")
     if not isinstance(record.meta, dict):
         raise _invalid(where, rid, f"meta must be an object, got {type(record.meta).__name__}", "malformed_record")
     problem = SOLUTION_CHECKS.get(record.task, _check_other)(record.solution)
     if problem:
         raise _invalid(where, rid, problem, "invalid_solution")
+    problem = text_problem(record.problem, record.solution, record.meta.get("thinking"))
+    if problem:
+        raise _invalid(where, rid, problem, "special_token")
     problem = json_problem(record.to_json())
     if problem:
         raise _invalid(

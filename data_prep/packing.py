@@ -36,12 +36,16 @@ from tqdm import tqdm
 from data_prep.boxes import clip_box, overshoot, scale_box
 from data_prep.images import ImageInput, StoredImage, store_image
 from data_prep.items import Rejected, SourceItem
+from data_prep.model_limits import TOKEN_PIXELS
 from data_prep.packed import IMAGES_DIR, SOLUTION_CHECKS, PrepError, Record, validate_record
 from data_prep.split import split_by_image
 from data_prep.summary import PackSummary, SplitSummary
 from data_prep.writer import atomic_output_dir, check_output, write_records_and_manifest
 
 T = TypeVar("T")
+
+#: Most image threads: each holds decoded images in memory, and decoding is bound by the CPUs.
+MAX_WORKERS = 64
 
 
 @dataclass
@@ -83,11 +87,14 @@ class PackOptions:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.max_pixels is None or self.max_pixels >= 1, f"--max-pixels must be >= 1, got {self.max_pixels}"),
+            (self.max_pixels is None or self.max_pixels >= TOKEN_PIXELS,
+             f"--max-pixels must be at least {TOKEN_PIXELS} (28x28 px, one image token of the Qwen processors; "
+             f"smaller images hold nothing the model can see), got {self.max_pixels}"),
             (self.clip_tolerance >= 0, f"--clip-tolerance must be >= 0, got {self.clip_tolerance}"),
             (self.limit is None or self.limit >= 1, f"--limit must be >= 1, got {self.limit}"),
             (0.0 <= self.val_fraction < 1.0, f"--val-fraction must be in [0, 1), got {self.val_fraction}"),
-            (self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
+            (0 <= self.workers <= MAX_WORKERS,
+             f"--workers must be 0..{MAX_WORKERS} (each image thread holds decoded images in memory), got {self.workers}"),
             (1 <= self.jpeg_quality <= 100, f"jpeg_quality must be in 1..100, got {self.jpeg_quality}"),
             (0 <= self.png_compress_level <= 9, f"png_compress_level must be in 0..9, got {self.png_compress_level}"),
             (self.chunk_size >= 1, f"chunk_size must be >= 1, got {self.chunk_size}"),

@@ -60,6 +60,15 @@ def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
+#: Largest synthetic image side: images are drawn in memory (4096x4096 RGB is 48 MiB, per worker),
+#: and the scenes are a few shapes; ``--image-size 60000x60000`` would need 10 GiB per image.
+MAX_IMAGE_SIDE = 4096
+#: Most shapes per image: each is placed by up to 60 tries against every shape already placed.
+MAX_SHAPES = 100
+#: Most synthetic records: the packer keeps every record in memory until it writes them (~1 KB each).
+MAX_SAMPLES = 10_000_000
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     """How synthetic images look. Ints given for a pair mean ``(v, v)``.
@@ -108,7 +117,11 @@ class SyntheticConfig:
         width, height = self.image_size
         problems = [
             (width < 16 or height < 16, f"image_size must be at least 16x16, got {self.image_size}"),
+            (max(width, height) > MAX_IMAGE_SIDE,
+             f"image_size must be at most {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} (images are drawn in memory: "
+             f"{width}x{height} RGB needs {width * height * 3 / 2**30:.1f} GiB each), got {self.image_size}"),
             (not 1 <= self.num_shapes[0] <= self.num_shapes[1], f"num_shapes must be 1 <= min <= max, got {self.num_shapes}"),
+            (self.num_shapes[1] > MAX_SHAPES, f"num_shapes must be at most {MAX_SHAPES} per image, got {self.num_shapes}"),
             (not 2 <= self.size_range[0] <= self.size_range[1], f"size_range must be 2 <= min <= max, got {self.size_range}"),
             (self.size_range[0] > min(width, height), f"size_range {self.size_range} does not fit {self.image_size}"),
             (not self.shape_kinds or set(self.shape_kinds) - set(SHAPE_KINDS), f"shape_kinds must be from {SHAPE_KINDS}"),
@@ -337,4 +350,9 @@ def read_source(spec: Any, options: Any) -> Iterator[SourceItem | Rejected]:
     """The ``--format synthetic`` reader: ``--task`` (rec/count/math), ``--num``, ``--seed``."""
     if options.task not in _MAKERS:
         raise PrepError(f"--format synthetic needs --task, one of: {', '.join(TASKS)} (got {options.task!r})")
+    if not 1 <= options.num <= MAX_SAMPLES:
+        raise PrepError(
+            f"--num must be 1..{MAX_SAMPLES:,} (prep keeps every record in memory until it writes them), "
+            f"got {options.num}"
+        )
     return iter_generate(options.task, options.num, options.seed, options.synthetic)

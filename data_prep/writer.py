@@ -10,6 +10,7 @@ two text files of one packed dataset into such a directory.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -23,6 +24,65 @@ from typing import Any
 from data_prep.packed import FORMAT_VERSION, MANIFEST_FILE, RECORDS_FILE, PrepError, Record
 
 CREATED_BY = "vlm-grpo data_prep"
+#: Characters of the output's name kept in its temp and backup siblings' names, so that an
+#: output name that fits the file system's limit (255 bytes) also fits with the suffix.
+_SIBLING_NAME_CHARS = 40
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def temp_sibling(output: Path, kind: str) -> Path:
+    """A fresh hidden name beside ``output`` for a temp (``tmp``) or backup (``old``) directory."""
+    return output.parent / f".{output.name[:_SIBLING_NAME_CHARS]}.{kind}-{secrets.token_hex(4)}"
+
+
+def _is_output_path(path: Path, output: Path) -> bool:
+    """Whether ``path`` is ``output``, inside it, one of its parents (being created) or a sibling temp dir."""
+    path, output = Path(os.path.abspath(path)), Path(os.path.abspath(output))
+    if path == output or path.is_relative_to(output) or path in output.parents:
+        return True
+    prefix = f".{output.name[:_SIBLING_NAME_CHARS]}."
+    return path.is_relative_to(output.parent) and path.relative_to(output.parent).parts[0].startswith(prefix)
+
+
+def _file_in_the_way(output: Path) -> Path | None:
+    for path in [output, *output.parents]:
+        try:
+            if path.exists() and not path.is_dir():
+                return path
+        except OSError:
+            continue
+    return None
+
+
+def output_error_message(
+    err: OSError, output: Path, *, flag: str = "--output", kept: str = "Nothing was written.",
+    again: str = "run the same command again",
+) -> str:
+    """One line saying why writing ``output`` failed with ``err`` and what to do.
+
+    A full disk (or quota), a name too long for the file system, a regular file where a
+    folder is needed, no permission; an error about a file that is not part of the output
+    (an input that cannot be read) says so instead. ``kept`` says what survived, ``again``
+    how to go on once the disk has room.
+    """
+    name = err.filename if err.filename is not None else output
+    reason = err.strerror or str(err)
+    kept = f" {kept}" if kept else ""
+    if err.errno in _DISK_FULL:
+        return (
+            f"the disk is full (or the disk quota is used up): {name} could not be written.{kept} "
+            f"Free some space, or choose a {flag} on another disk, then {again} [{reason}]"
+        )
+    if not _is_output_path(Path(os.fsdecode(name)), output):
+        return f"cannot read {name} ({reason}); check that it exists and that you may read it"
+    if err.errno == errno.ENAMETOOLONG:
+        return f"{flag} {output}: a name in it is too long for the file system ({reason}); choose a shorter {flag}"
+    blocker = _file_in_the_way(output)
+    if err.errno in (errno.ENOTDIR, errno.EEXIST) and blocker is not None:
+        return f"{flag} {output} cannot be created: {blocker} is a file, not a folder; choose another {flag}"
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{flag} {output}: cannot write {name} ({reason}); choose a {flag} you may write to"
+    return f"{flag} {output}: cannot write {name} ({reason}).{kept}"
 
 
 def check_output(output: Path, *, overwrite: bool) -> None:
@@ -44,7 +104,7 @@ def atomic_output_dir(output: str | Path, *, overwrite: bool = False) -> Iterato
     output = Path(output).absolute()
     check_output(output, overwrite=overwrite)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.parent / f".{output.name}.tmp-{secrets.token_hex(4)}"
+    tmp = temp_sibling(output, "tmp")
     tmp.mkdir()
     try:
         yield tmp
@@ -62,7 +122,7 @@ def _commit(tmp: Path, output: Path) -> None:
         except OSError as exc:
             raise PrepError(f"cannot move the new dataset into {output} ({exc}); nothing was written") from None
         return
-    old = output.parent / f".{output.name}.old-{secrets.token_hex(4)}"
+    old = temp_sibling(output, "old")
     os.rename(output, old)
     try:
         os.rename(tmp, output)

@@ -22,16 +22,36 @@ from typing import Any, Literal
 BoxFrame = Literal["model_pixels", "norm1000", "original_pixels"]
 BOX_FRAMES: tuple[str, ...] = ("model_pixels", "norm1000", "original_pixels")
 
+MAX_COORDINATE = 1e6
+"""Largest absolute box coordinate that counts as a box. No image the processors accept
+has a side near it (Pillow's pixel limit and the aspect-ratio limit of 200 cap a side at
+about 134,000 px), and a bound keeps every product of a coordinate and a frame's scale
+finite: ``[0, 0, 1e308, 1e308]`` would otherwise become ``inf`` in original pixels."""
+
+
+def is_coordinate(value: Any) -> bool:
+    """A number (not bool) that is finite and at most :data:`MAX_COORDINATE` in size.
+
+    >>> is_coordinate(640.5), is_coordinate(1e308), is_coordinate(float("nan")), is_coordinate(10**400)
+    (True, False, False, False)
+    """
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value) and abs(value) <= MAX_COORDINATE
+    except OverflowError:  # an int too large for a float
+        return False
+
 
 def is_valid_box(box: Sequence[float] | None) -> bool:
-    """Four finite numbers with ``x2 > x1`` and ``y2 > y1``.
+    """Four coordinates (:func:`is_coordinate`) with ``x2 > x1`` and ``y2 > y1``.
 
-    >>> is_valid_box([0, 0, 10, 10]), is_valid_box([5, 0, 5, 10])
-    (True, False)
+    >>> is_valid_box([0, 0, 10, 10]), is_valid_box([5, 0, 5, 10]), is_valid_box([0, 0, 1e308, 1e308])
+    (True, False, False)
     """
     if box is None or len(box) != 4:
         return False
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box):
+    if not all(is_coordinate(v) for v in box):
         return False
     return box[2] > box[0] and box[3] > box[1]
 

@@ -19,11 +19,12 @@ the length of the text (adversarial megabyte completions included).
 from __future__ import annotations
 
 import json
-import math
 import re
 import string
 import unicodedata
 from typing import Any
+
+from rewards.boxes import is_coordinate
 
 MAX_BOX_CHARS = 20_000
 """Answers longer than this are not searched for a box."""
@@ -137,15 +138,19 @@ def final_answer(text: str, accept_boxed: bool = False) -> str | None:
 
 
 def parse_box(answer: str | None) -> list[float] | None:
-    """Four finite floats ``[x1, y1, x2, y2]`` from an answer, or ``None``.
+    """Four floats ``[x1, y1, x2, y2]`` from an answer, or ``None``.
 
     Accepts ``[x1, y1, x2, y2]``, ``{"bbox_2d": [...]}`` (also ``bbox``/``box``),
     a list of such objects or lists (the first is taken), ints or floats,
     inside code fences or not; else the first ``[a, b, c, d]`` / ``(a, b, c, d)``
-    in the text. Not checked for degeneracy (see :mod:`rewards.boxes`).
+    in the text. Each value must be finite and at most
+    :data:`rewards.boxes.MAX_COORDINATE` in size (``1e308`` is not a coordinate);
+    not checked for degeneracy (see :mod:`rewards.boxes`).
 
     >>> parse_box('```json\\n[{"bbox_2d": [10, 20, 110.5, 220], "label": "cat"}]\\n```')
     [10.0, 20.0, 110.5, 220.0]
+    >>> parse_box("[0, 0, 1e308, 1e308]"), parse_box("[0, 0, 1e999, 5]")
+    (None, None)
     """
     if not answer or len(answer) > MAX_BOX_CHARS:
         return None
@@ -157,7 +162,7 @@ def parse_box(answer: str | None) -> list[float] | None:
     if box is None:
         match = _BOX_LIST.search(body)
         box = [float(v) for v in match.groups()] if match else None
-    if box is None or not all(math.isfinite(v) for v in box):
+    if box is None or not all(is_coordinate(v) for v in box):
         return None
     return box
 

@@ -353,3 +353,112 @@ MAKERS = {
     "hf-disk": make_hf_disk,
     "images": make_image_case,
 }
+
+
+# --- issue #16: special tokens in text fields, output paths, model folders ------------------
+
+#: Near misses of the chat template's special tokens: text, not tokens (must pack unchanged).
+NEAR_TOKENS = ["<|image|>", "<|im_start", "im_end|>", "< |im_end|>", "<|IMAGE_PAD|>", "<image_pad>", "<|>", "<||>",
+               "|vision_start|", "<|endoftext |>"]
+
+
+def with_token(rng: random.Random, text: str, tokens: list[str]) -> str:
+    """``text`` with 1-3 tokens (special or near misses) inserted at random places."""
+    for _ in range(rng.randint(1, 3)):
+        at = rng.randrange(len(text) + 1)
+        text = text[:at] + rng.choice(tokens) + text[at:]
+    return text
+
+
+def make_special_tokens(rng: random.Random, case: Path, shared: Path) -> tuple[list[str], list[str]]:
+    """A vlm-r1, rec-json or Parquet source whose questions and answers may hold chat-template tokens."""
+    from data_prep.model_limits import TEMPLATE_SPECIAL_TOKENS
+
+    case.mkdir(parents=True)
+    tokens = list(TEMPLATE_SPECIAL_TOKENS) + NEAR_TOKENS
+    questions = ["<image>What is 2+1?", "<image>the red square", "How many shapes?", "<image>Which? A. x B. y"]
+    answers = ["3", "[1, 1, 9, 9]", "2", "(B)", "red"]
+    rows = []
+    for k in range(rng.randint(1, 4)):
+        question, answer = rng.choice(questions), rng.choice(answers)
+        if rng.random() < 0.6:
+            question = with_token(rng, question, tokens)
+        if rng.random() < 0.3:
+            answer = with_token(rng, answer, tokens)
+        rows.append((f"r{k}", question, answer))
+    fmt = rng.choice(["vlm-r1", "rec-json", "parquet"])
+    if fmt == "vlm-r1":
+        lines = [json.dumps({"id": rid, "image": "ok.png", "conversations": [{"from": "human", "value": q},
+                                                                           {"from": "gpt", "value": a}]})
+                 for rid, q, a in rows]
+        (case / "d.jsonl").write_text("\n".join(lines) + "\n")
+        return ["--format", "vlm-r1", "--input", str(case / "d.jsonl"), "--image-root", str(shared)], ["d.jsonl"]
+    if fmt == "rec-json":
+        items = [{"id": rid, "image": "ok.png", "problem": q, "solution": [1, 1, 9, 9]} for rid, q, _ in rows]
+        (case / "refs.json").write_text(json.dumps(items, indent=1))
+        return ["--format", "rec-json", "--input", str(case / "refs.json"), "--image-root", str(shared)], ["refs.json"]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    png = (shared / "ok.png").read_bytes()
+    pq.write_table(pa.table({"id": [r[0] for r in rows], "image": [png] * len(rows), "question": [r[1] for r in rows],
+                             "answer": [r[2] for r in rows]}), case / "t.parquet")
+    return ["--format", "parquet", "--input", str(case / "t.parquet")], ["t.parquet"]
+
+
+#: Path segments an output path is built from: plain, long, odd characters, and (by name) traps.
+_SEGMENTS = ["out", "a b", "ünï", "x" * 200, "y" * 255, "z" * 256, "w" * 300, "dot.", ".hidden", "new\nline", "tab\t",
+             "FILE", "LINK_TO_FILE", "LOOP", "..", "."]
+
+
+def make_output_path(rng: random.Random, case: Path) -> Path:
+    """An output path under ``case`` of 1-4 random segments; ``FILE`` is a regular file there,
+    ``LINK_TO_FILE`` a symlink to one, ``LOOP`` a symlink to itself."""
+    case.mkdir(parents=True)
+    (case / "FILE").write_text("a regular file\n")
+    (case / "LINK_TO_FILE").symlink_to(case / "FILE")
+    (case / "LOOP").symlink_to(case / "LOOP")
+    path = case
+    for _ in range(rng.randint(1, 4)):
+        path = path / rng.choice(_SEGMENTS)
+    return path
+
+
+_JSON_VALUES = [None, True, 0, -1, 3.5, 1e308, "", "x", [], {}, [1, 2, 3], {"a": 1}]
+_PROCESSOR_KEYS = {"tokenizer_config.json": ["eos_token", "pad_token", "tokenizer_class", "chat_template"],
+                   "preprocessor_config.json": ["patch_size", "merge_size", "size", "image_processor_type"],
+                   "processor_config.json": ["image_processor", "processor_class"]}
+
+
+def damage_model_folder(rng: random.Random, folder: Path) -> list[str]:
+    """1-3 file-level damages to a checkpoint folder (and some processor-config values); returns what was done."""
+    done = []
+    for _ in range(rng.randint(1, 3)):
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        if not files:
+            break
+        victim = rng.choice(files)
+        data = victim.read_bytes()
+        kind = rng.choice(["delete", "truncate", "empty", "garbage", "folder", "flip", "json value"])
+        if kind == "delete":
+            victim.unlink()
+        elif kind == "truncate":
+            victim.write_bytes(data[: rng.randrange(len(data) + 1)])
+        elif kind == "empty":
+            victim.write_bytes(b"")
+        elif kind == "garbage":
+            victim.write_bytes(rng.randbytes(rng.randrange(1, 200)))
+        elif kind == "folder":
+            victim.unlink()
+            victim.mkdir()
+        elif kind == "flip" and data:
+            out = bytearray(data)
+            for _ in range(rng.randint(1, 4)):
+                out[rng.randrange(min(len(out), 64))] = rng.randrange(256)  # the header, where it matters
+            victim.write_bytes(bytes(out))
+        elif kind == "json value" and victim.name in _PROCESSOR_KEYS:
+            obj = json.loads(data)
+            obj[rng.choice(_PROCESSOR_KEYS[victim.name])] = rng.choice(_JSON_VALUES)
+            victim.write_text(json.dumps(obj))
+        done.append(f"{kind} {victim.name}")
+    return done

@@ -135,8 +135,8 @@ VLM_CASES = [
     ("decompression bomb (real Pillow limit)", _line("b", image="bomb.png"),
      r"record 'b': image .*bomb\.png has 400000000 pixels, over Pillow's decompression-bomb limit",
      "decompression_bomb"),
-    ("/dev/zero as the image (would never end)", _line("dz", image="/dev/zero"),
-     r"record 'dz': image /dev/zero is not a regular file", "missing_image"),
+    ("/dev/zero as the image (outside the image root)", _line("dz", image="/dev/zero"),
+     r"record 'dz': image '/dev/zero' resolves to /dev/zero, outside the image root", "image_outside_root"),
     ("EPS (would run Ghostscript)", _line("g", image="pic.eps"),
      r"record 'g': image .*pic\.eps is in EPS format, which prep does not decode", "unsupported_image"),
 ]
@@ -151,6 +151,12 @@ def test_vlm_r1_bad_data(tmp_path, name, line, message, reason):
     assert outcome.kind == "error" and re.search(message, outcome.message), outcome.message
     skipped = prep([*argv, "--skip-invalid"], tmp_path / "out", ["d.jsonl"])
     assert (skipped.kind, skipped.records, skipped.skipped) == ("packed", 1, {reason: 1})
+
+
+def test_dev_zero_allowed_outside_root_is_still_refused(tmp_path):
+    argv = _vlm(tmp_path, GOOD, _line("dz", image="/dev/zero"))
+    outcome = prep([*argv, "--allow-images-outside-root"], tmp_path / "out", ["d.jsonl"])
+    assert re.search(r"record 'dz': image /dev/zero is not a regular file", outcome.message), outcome.message
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")

@@ -12,16 +12,19 @@ finished samples after an interruption.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
 from vlm_grpo.data import RowSet, build_rows
-from vlm_grpo.files import atomic_write_text
+from vlm_grpo.files import atomic_write_text, json_text, make_output_dir
 from vlm_grpo.evaluate import EvalSettings, evaluate_rows, read_predictions
 from vlm_grpo.metrics import benchmark_table, compute_metrics
 from vlm_grpo.modeling import family_of, load_config, load_model, load_processor
 from vlm_grpo.prompts import merged_templates
+
+
+class EvalError(ValueError):
+    """An evaluation that produced no result worth a score; the message says why."""
 
 
 @dataclasses.dataclass
@@ -62,6 +65,7 @@ def run_eval(job: EvalJob) -> dict[str, dict]:
     names = _unique_names(job.data)
     all_rows = [build_rows([d], processor, box_frame=box_frame, templates=templates) for d in job.data]
     selections = [_filtered(rows, job.task, job.max_samples) for rows in all_rows]
+    make_output_dir(job.output, "--output")  # after the checks of model and data, before the heavy load
     model = load_model(job.model, device=state.device).eval()
     results: dict[str, dict] = {}
     for name, data_dir, rows, indices in zip(names, job.data, all_rows, selections):
@@ -74,7 +78,7 @@ def run_eval(job: EvalJob) -> dict[str, dict]:
         with open(partial, "a", encoding="utf-8") as sink:
 
             def keep(prediction: dict) -> None:
-                sink.write(json.dumps(prediction) + "\n")
+                sink.write(json_text(prediction) + "\n")
                 sink.flush()
 
             mine = evaluate_rows(
@@ -84,6 +88,7 @@ def run_eval(job: EvalJob) -> dict[str, dict]:
         elapsed = time.perf_counter() - start
         gathered = gather_object(mine) if state.num_processes > 1 else mine
         state.wait_for_everyone()
+        _check_not_all_failed([*done.values(), *gathered], data_dir, out)  # on every process, so none waits alone
         if state.is_main_process:
             predictions = sorted([*done.values(), *gathered], key=lambda p: p["index"])
             results[name] = _write_outputs(out, job, data_dir, rows, predictions, elapsed, len(gathered))
@@ -91,8 +96,26 @@ def run_eval(job: EvalJob) -> dict[str, dict]:
     if state.is_main_process and len(job.data) > 1:
         table = {name: r["metrics"] for name, r in results.items()}
         atomic_write_text(job.output / "benchmarks.md", benchmark_table(table))
-        atomic_write_text(job.output / "benchmarks.json", json.dumps(table, indent=2) + "\n")
+        atomic_write_text(job.output / "benchmarks.json", json_text(table, indent=2) + "\n")
     return results
+
+
+def _check_not_all_failed(predictions: list[dict], data_dir: str, out: Path) -> None:
+    """Raise :class:`EvalError` when every sample errored: a score of 0.0 would look like a result.
+
+    Nothing is written for the dataset, and the partial files go too: the errors are not
+    results to resume from.
+    """
+    errors = [p["error"] for p in predictions if p.get("error")]
+    if not predictions or len(errors) < len(predictions):
+        return
+    for part in out.glob("predictions.partial.rank*.jsonl"):
+        part.unlink(missing_ok=True)
+    first = errors[0] if len(errors[0]) <= 300 else errors[0][:300] + "…"
+    raise EvalError(
+        f"{data_dir}: all {len(predictions)} samples failed, so there is no score (first error: {first}); "
+        f"nothing was written to {out}. Fix the cause (the model folder, the images, the device) and run again"
+    )
 
 
 def _unique_names(dirs: list[str]) -> list[str]:
@@ -128,8 +151,8 @@ def _write_outputs(out: Path, job: EvalJob, data_dir: str, rows: RowSet, predict
         "time_s": round(elapsed, 3),
         "samples_per_s": round(made / elapsed, 3) if elapsed > 0 and made else None,
     }
-    atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(p) + "\n" for p in predictions))
-    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / "predictions.jsonl", "".join(json_text(p) + "\n" for p in predictions))
+    atomic_write_text(out / "metrics.json", json_text(result, indent=2) + "\n")
     write_report(out / "report.html", result, predictions, rows)
     for part in out.glob("predictions.partial.rank*.jsonl"):
         part.unlink()

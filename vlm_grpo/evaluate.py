@@ -102,18 +102,18 @@ def evaluate_rows(
     order = length_order(rows, indices)
     predictions: list[dict] = []
     correct = 0
-    bar = tqdm(total=len(order), desc=desc, disable=not progress, dynamic_ncols=True)
-    for start in range(0, len(order), settings.batch_size):
-        chunk = order[start : start + settings.batch_size]
-        made = _predict_chunk(model, processor, rows, chunk, settings)
-        for prediction in made:
-            correct += bool(prediction["correct"])
-            if on_prediction is not None:
-                on_prediction(prediction)
-        predictions += made
-        bar.update(len(chunk))
-        bar.set_postfix(acc=f"{correct / len(predictions):.3f}")
-    bar.close()
+    # closed on errors too, so that an `error:` line printed after it is a line of its own
+    with tqdm(total=len(order), desc=desc, disable=not progress, dynamic_ncols=True) as bar:
+        for start in range(0, len(order), settings.batch_size):
+            chunk = order[start : start + settings.batch_size]
+            made = _predict_chunk(model, processor, rows, chunk, settings)
+            for prediction in made:
+                correct += bool(prediction["correct"])
+                if on_prediction is not None:
+                    on_prediction(prediction)
+            predictions += made
+            bar.update(len(chunk))
+            bar.set_postfix(acc=f"{correct / len(predictions):.3f}")
     return predictions
 
 

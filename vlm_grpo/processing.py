@@ -99,8 +99,25 @@ def build_image_only(stock_class: type, image_processor, tokenizer, chat_templat
     return image_only_class(stock_class)(image_processor=image_processor, tokenizer=tokenizer, chat_template=template)
 
 
+def check_pixel_bounds(
+    min_pixels: int | None, max_pixels: int | None, *, names: tuple[str, str] = ("min_pixels", "max_pixels")
+) -> None:
+    """Each bound, when given, lies in ``TOKEN_PIXELS..MAX_PROCESSOR_PIXELS`` (:mod:`data_prep.model_limits`);
+    ``names`` are how the user spelled them (``--min-pixels`` on a command line)."""
+    from data_prep.model_limits import MAX_PROCESSOR_PIXELS, TOKEN_PIXELS
+
+    for name, value in zip(names, (min_pixels, max_pixels)):
+        if value is not None and not TOKEN_PIXELS <= value <= MAX_PROCESSOR_PIXELS:
+            raise ValueError(
+                f"{name} {value} is out of range: it must be {TOKEN_PIXELS} (28x28 px, one image token; below it "
+                f"smart_resize can make a 0x0 image) to {MAX_PROCESSOR_PIXELS:,} (16,384 image tokens, Qwen2.5-VL's "
+                "own max_pixels; above it one image fills the model's context)"
+            )
+
+
 def set_pixel_bounds(processor, min_pixels: int | None, max_pixels: int | None) -> None:
     """Set the image processor's resize bounds (smart_resize's min/max pixels) in place."""
+    check_pixel_bounds(min_pixels, max_pixels)
     image_processor = processor.image_processor
     size = dict(image_processor.size)
     if min_pixels is not None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import string
 from collections.abc import Mapping
 
+from data_prep.model_limits import special_token_in
+
 REASONING = (
     "First output the thinking process in <think> </think> tags and then output the final answer "
     "in <answer> </answer> tags."
@@ -35,7 +37,8 @@ FIELDS = {"question", "frame"}
 
 
 def check_template(task: str, template: str) -> None:
-    """Reject a template that lacks ``{question}`` or uses unknown fields, naming the task."""
+    """Reject a template that lacks ``{question}``, uses unknown fields or holds a special
+    token of the chat template (:data:`data_prep.model_limits.TEMPLATE_SPECIAL_TOKENS`), naming the task."""
     fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     if "question" not in fields:
         raise ValueError(f"task_templates[{task!r}] must contain {{question}}; got {template!r}")
@@ -44,6 +47,12 @@ def check_template(task: str, template: str) -> None:
         raise ValueError(
             f"task_templates[{task!r}] uses unknown field(s) {sorted(unknown)}; "
             f"the fields a template can use are {sorted(FIELDS)}"
+        )
+    token = special_token_in(template)
+    if token:
+        raise ValueError(
+            f"task_templates[{task!r}] contains {token!r}, a special token of the chat template; the processor "
+            "adds the template's tokens itself, so remove it from the template"
         )
 
 

@@ -96,6 +96,22 @@ class TinySpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        from data_prep.model_limits import MAX_PROCESSOR_PIXELS, TOKEN_PIXELS
+
+        # The tiny model is for offline tests and demos, built and held in memory on a CPU in seconds.
+        for name, low, high in (("text_hidden", 16, 4096), ("text_layers", 1, 64), ("vision_hidden", 16, 4096),
+                                ("vision_depth", 1, 64), ("min_pixels", TOKEN_PIXELS, MAX_PROCESSOR_PIXELS),
+                                ("max_pixels", TOKEN_PIXELS, MAX_PROCESSOR_PIXELS)):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(
+                    f"{name} must be {low}..{high} (the tiny model is built in memory for offline tests and demos; "
+                    f"pixels: one image token to Qwen2.5-VL's own max_pixels), got {value}"
+                )
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be 0..2**63-1 (torch.manual_seed takes a 64-bit integer), got {self.seed}")
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels {self.min_pixels} is larger than max_pixels {self.max_pixels}")
         head_dim, rem = divmod(self.text_hidden, self.text_heads)
         if rem or head_dim % 16:
             raise ValueError(

@@ -63,6 +63,9 @@ class SourceOptions:
             parquet and hf-disk column names; None picks the first present of the defaults.
         split: hf-disk: which split of a saved ``DatasetDict`` to read.
         num / seed / synthetic: the synthetic source's size, seed and generator config.
+        allow_images_outside_root: read image paths that resolve outside the image root
+            (absolute paths, ``..``, symlinks out); off by default, see
+            :func:`data_prep.sources.common.source_image_path`.
     """
 
     task: str | None = None
@@ -77,6 +80,7 @@ class SourceOptions:
     num: int = 1000
     seed: int = 0
     synthetic: SyntheticConfig | None = field(default=None)
+    allow_images_outside_root: bool = False
 
 
 class Reader(Protocol):

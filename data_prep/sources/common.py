@@ -7,7 +7,10 @@ Task rule (used by every reader, first match wins):
 2. The source names a reward/task (VLM-R1's ``accu_reward_method``, a table's task
    column): mapped through :data:`TASK_FROM_METHOD`; ``default`` and unknown names
    fall through to 3.
-3. Inferred from the answer (:func:`infer_task`): a 4-number box -> ``rec``; a lone
+3. Inferred from the answer (:func:`infer_task`): a 4-number box, or an answer that looks
+   like a box but is not a valid one (:func:`looks_like_box`: 3 to 8 numbers, 4 values
+   that are not all finite numbers, a ``bbox_2d``/``bbox`` object) -> ``rec``, so that the
+   bad box is an ``invalid_solution`` naming the record, never a silent ``open``; a lone
    letter when the question lists lettered options -> ``mcq``; an integer when the
    question asks "how many" / "what number of" -> ``count``; a number or a LaTeX/
    fraction answer -> ``math``; anything else -> ``open``.
@@ -120,10 +123,64 @@ def _as_text(value: Any) -> str:
     return text
 
 
+_BOX_KEYS = ("bbox_2d", "bbox")
+#: Lengths of a list of numbers that is taken for a (broken) box: 2 is left out, it is
+#: as often an interval or a point; 4 is a box whatever its values.
+_BOX_LIKE_LENGTHS = range(3, 9)
+
+
+def _unwrapped(value: Any) -> Any:
+    """The answer as parsed JSON when it is JSON text (maybe in answer tags), else itself."""
+    if isinstance(value, str):
+        try:
+            return parse_json(answer_text(value))
+        except ValueError:
+            return None
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def looks_like_box(value: Any) -> bool:
+    """Whether an answer was meant as a box, valid or not.
+
+    >>> [looks_like_box(a) for a in ["[1, 2, 3, 4]", "[NaN, 0, 5, 5]", "[1, 1, 5]", '{"bbox_2d": 7}', "[1, 2]", "4"]]
+    [True, True, True, True, False, False]
+    """
+    value = _unwrapped(value)
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
+        value = value[0]
+    if isinstance(value, dict):
+        return any(key in value for key in _BOX_KEYS)
+    if not isinstance(value, list):
+        return False
+    if len(value) == 4:
+        return any(_is_number(v) for v in value) and all(v is None or isinstance(v, (int, float, str)) for v in value)
+    return len(value) in _BOX_LIKE_LENGTHS and all(_is_number(v) for v in value)
+
+
+def box_problem(value: Any) -> str:
+    """What is wrong with an answer that is not a valid ``[x1, y1, x2, y2]`` box."""
+    value = _unwrapped(value)
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
+        value = value[0]
+    if isinstance(value, dict):
+        value = value.get("bbox_2d", value.get("bbox"))
+    if not isinstance(value, list):
+        return "it is not a list of 4 numbers"
+    if len(value) != 4:
+        return f"it has {len(value)} values, a box has 4"
+    if not all(_is_number(v) for v in value):
+        return "not every value is a number"
+    return "a value is not finite (NaN, Infinity or too large)"
+
+
 def _as_box(value: Any) -> list[float]:
     box = parse_box(value)
     if box is None:
-        raise ValueError(f"expected a box [x1, y1, x2, y2], got {value!r}")
+        raise ValueError(f"expected a box [x1, y1, x2, y2], got {value!r} ({box_problem(value)})")
     return box
 
 
@@ -156,20 +213,27 @@ SOLUTION_PARSERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def coerce_solution(task: str, value: Any, *, where: str) -> Any:
-    """Turn a raw answer into the task's solution type, or raise ``invalid_solution``."""
+def coerce_solution(task: str, value: Any, *, where: str, inferred: bool = False) -> Any:
+    """Turn a raw answer into the task's solution type, or raise ``invalid_solution``
+    (``inferred``: the task was guessed from the answer, and the message says how to name it)."""
     parser = SOLUTION_PARSERS.get(task)
     try:
         if parser is not None:
             return parser(value)
         return answer_text(value) if isinstance(value, str) else value
     except ValueError as exc:
-        raise PrepError(f"{where}: {task} answer: {exc}", reason="invalid_solution") from None
+        hint = (
+            f"; the task {task!r} was inferred from the answer: if that is wrong, name the record's task "
+            "(accu_reward_method, --task-column or --task)"
+            if inferred
+            else ""
+        )
+        raise PrepError(f"{where}: {task} answer: {exc}{hint}", reason="invalid_solution") from None
 
 
 def infer_task(problem: str, answer: Any) -> str:
     """Guess the task from the answer and question (rule 3 of the module docstring)."""
-    if parse_box(answer) is not None:
+    if parse_box(answer) is not None or looks_like_box(answer):
         return "rec"
     text = answer_text(answer) if isinstance(answer, str) else str(answer)
     if _LETTER.match(text) and _OPTIONS.search(problem):
@@ -181,6 +245,11 @@ def infer_task(problem: str, answer: Any) -> str:
     return "open"
 
 
+def is_inferred(override: str | None, method: Any) -> bool:
+    """Whether :func:`choose_task` falls through to inferring the task from the answer."""
+    return not override and not (isinstance(method, str) and method.strip().lower() in TASK_FROM_METHOD)
+
+
 def choose_task(override: str | None, method: Any, problem: str, answer: Any) -> str:
     """Apply the task rule: ``--task``, then the source's method name, then inference."""
     if override:
@@ -188,6 +257,33 @@ def choose_task(override: str | None, method: Any, problem: str, answer: Any) ->
     if isinstance(method, str) and method.strip().lower() in TASK_FROM_METHOD:
         return TASK_FROM_METHOD[method.strip().lower()]
     return infer_task(problem, answer)
+
+
+def source_image_path(name: str, root: Path, *, record: str, where: str, allow_outside: bool = False) -> Path:
+    """The file a source's image ``name`` (relative to ``root``, or absolute) points at.
+
+    Unless ``allow_outside`` (``--allow-images-outside-root``), the path must stay inside
+    ``root`` once ``..`` and symlinks are resolved: a source file is data, and a line naming
+    ``/etc/shadow`` or ``../../secret.png`` must not get that file copied into the dataset.
+    Returns the resolved path, so the file that is read is the one that was checked.
+    """
+    path = root / name
+    if allow_outside:
+        return path
+    try:
+        resolved, inside = path.resolve(), root.resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a symlink loop, a name too long
+        raise PrepError(
+            f"{where}: record {record!r}: image path {name!r} is not a valid file name ({exc})", reason="missing_image"
+        ) from None
+    if not resolved.is_relative_to(inside):
+        raise PrepError(
+            f"{where}: record {record!r}: image {name!r} resolves to {resolved}, outside the image root {inside}; "
+            "prep only reads images under --image-root (default: the input's folder). Move the image there, "
+            "point --image-root at its folder, or pass --allow-images-outside-root",
+            reason="image_outside_root",
+        )
+    return resolved
 
 
 def open_input(path: Path) -> None:

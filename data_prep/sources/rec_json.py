@@ -16,6 +16,8 @@ The file is a JSON list (as in VLM-R1's ``rec_jsons_processed/*.json``) of objec
 * Remaining scalar fields (COCO ids …) are kept in ``meta``.
 * ``id`` is ``obj["id"]`` if present, else ``<file stem>_<index>`` (0-based position).
 * The task is ``rec`` unless ``--task`` says otherwise.
+* ``image`` is relative to ``--image-root`` (default: the JSON file's folder) and must stay
+  inside it unless ``--allow-images-outside-root`` is given.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 from data_prep.items import Rejected, SourceItem
 from data_prep.packed import PrepError
 from data_prep.sources import SourceOptions, SourceSpec, stem_of
-from data_prep.sources.common import clean_question, coerce_solution, iter_json_array, parse_box
+from data_prep.sources.common import clean_question, coerce_solution, iter_json_array, parse_box, source_image_path
 
 _USED = {"image", "problem", "normal_caption", "solution", "normalized_solution", "height", "width", "id"}
 
@@ -79,7 +81,9 @@ def convert(obj: Any, *, where: str, index: int, spec: SourceSpec, options: Sour
     return SourceItem(
         id=record_id,
         task=task,
-        images=[root / image],
+        images=[
+            source_image_path(image, root, record=record_id, where=where, allow_outside=options.allow_images_outside_root)
+        ],
         problem=clean_question(question),
         solution=solution,
         origin=where,

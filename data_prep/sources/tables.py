@@ -13,7 +13,7 @@ task       ``--task-column``              none (the task rule in ``sources.commo
 =========  =============================  ===========================================
 
 An image cell may be raw bytes, a path (relative to ``--image-root``, default the
-input's directory), the Hugging Face ``Image`` feature dict ``{"bytes", "path"}``
+input's directory, and inside it unless ``--allow-images-outside-root``), the Hugging Face ``Image`` feature dict ``{"bytes", "path"}``
 (bytes win when both are set), a PIL image, or a list of any of these. Other
 scalar columns (numbers, booleans, strings up to 500 characters) are kept in ``meta``.
 """
@@ -31,7 +31,7 @@ from data_prep.images import ImageInput
 from data_prep.items import SourceItem
 from data_prep.packed import PrepError
 from data_prep.sources import SourceOptions
-from data_prep.sources.common import choose_task, clean_question, coerce_solution
+from data_prep.sources.common import choose_task, clean_question, coerce_solution, is_inferred, source_image_path
 
 DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
     "image": ("decoded_image", "image", "images"),
@@ -77,7 +77,7 @@ def resolve_columns(available: list[str], options: SourceOptions, where: str) ->
     return Columns(**chosen)
 
 
-def _one_image(cell: Any, root: Path, where: str) -> ImageInput:
+def _one_image(cell: Any, root: Path, where: str, record: str, allow_outside: bool) -> ImageInput:
     if isinstance(cell, (bytes, bytearray, memoryview)):
         return bytes(cell)
     if isinstance(cell, Image.Image):
@@ -92,17 +92,17 @@ def _one_image(cell: Any, root: Path, where: str) -> ImageInput:
             )
         cell = cell.get("path")
     if isinstance(cell, str) and cell:
-        path = Path(cell)
-        return path if path.is_absolute() else root / path
+        return source_image_path(cell, root, record=record, where=where, allow_outside=allow_outside)
     if cell is None:
         raise PrepError(f"{where}: the image cell is empty (no bytes and no path)", reason="missing_image")
     raise PrepError(f"{where}: unsupported image cell of type {type(cell).__name__}", reason="malformed_record")
 
 
-def image_inputs(cell: Any, root: Path, where: str) -> list[ImageInput]:
-    """The image inputs of one cell (one image or a list of them)."""
+def image_inputs(cell: Any, root: Path, where: str, record: str = "", allow_outside: bool = False) -> list[ImageInput]:
+    """The image inputs of one cell (one image or a list of them); paths are confined to ``root``
+    (see :func:`~data_prep.sources.common.source_image_path`) unless ``allow_outside``."""
     cells = list(cell) if isinstance(cell, (list, tuple)) else [cell]
-    return [_one_image(item, root, where) for item in cells]
+    return [_one_image(item, root, where, record, allow_outside) for item in cells]
 
 
 def _meta_value(value: Any) -> bool:
@@ -115,7 +115,11 @@ def row_to_item(
     row: dict[str, Any], *, index: int, columns: Columns, stem: str, where: str, root: Path, options: SourceOptions
 ) -> SourceItem:
     """Turn one table row into a :class:`SourceItem` (raises :class:`PrepError`)."""
-    images = image_inputs(row.get(columns.image), root, where)
+    raw_id = row.get(columns.id) if columns.id else None
+    record_id = f"{stem}_{index}" if raw_id is None or raw_id == "" else str(raw_id)
+    if options.prefix_ids:
+        record_id = f"{stem}/{record_id}"
+    images = image_inputs(row.get(columns.image), root, where, record_id, options.allow_images_outside_root)
     question = row.get(columns.problem)
     if not isinstance(question, str):
         raise PrepError(f"{where}: column {columns.problem!r} must hold text, got {question!r}", reason="empty_problem")
@@ -125,11 +129,7 @@ def row_to_item(
         raise PrepError(f"{where}: column {columns.solution!r} is empty", reason="invalid_solution")
     method = row.get(columns.task) if columns.task else None
     task = choose_task(options.task, method, problem, answer)
-    solution = coerce_solution(task, answer, where=where)
-    raw_id = row.get(columns.id) if columns.id else None
-    record_id = f"{stem}_{index}" if raw_id is None or raw_id == "" else str(raw_id)
-    if options.prefix_ids:
-        record_id = f"{stem}/{record_id}"
+    solution = coerce_solution(task, answer, where=where, inferred=is_inferred(options.task, method))
     used = {columns.image, columns.problem, columns.solution, columns.id}
     meta = {key: value for key, value in row.items() if key not in used and _meta_value(value)}
     meta.update(source=stem, row=index)

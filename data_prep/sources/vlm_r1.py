@@ -7,7 +7,9 @@ One object per line::
                        {"from": "gpt", "value": "answer"}],
      "accu_reward_method": "default"}          # optional
 
-* Image paths are relative to ``--image-root`` (absolute paths are used as given).
+* Image paths are relative to ``--image-root`` (default: the JSONL's folder) and must
+  stay inside it (absolute paths, ``..`` and symlinks included) unless
+  ``--allow-images-outside-root`` is given.
 * ``problem`` is the first human turn with ``<image>`` markers and the instruction
   text in :data:`~data_prep.sources.common.INSTRUCTION_PREFIXES` /
   ``INSTRUCTION_SUFFIXES`` removed.
@@ -28,19 +30,22 @@ from typing import Any
 from data_prep.items import Rejected, SourceItem
 from data_prep.packed import PrepError
 from data_prep.sources import SourceOptions, SourceSpec, stem_of
-from data_prep.sources.common import choose_task, clean_question, coerce_solution, iter_jsonl
+from data_prep.sources.common import choose_task, clean_question, coerce_solution, is_inferred, iter_jsonl, source_image_path
 
 _HUMAN = {"human", "user"}
 _ASSISTANT = {"gpt", "assistant"}
 
 
-def _image_paths(value: Any, root: Path, where: str) -> list[Path]:
+def _image_paths(value: Any, root: Path, where: str, record: str, options: SourceOptions) -> list[Path]:
     if value is None:
         return []
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
         raise PrepError(f"{where}: 'image' must be a path or a list of paths, got {value!r}", reason="malformed_record")
-    return [root / name for name in names]
+    return [
+        source_image_path(name, root, record=record, where=where, allow_outside=options.allow_images_outside_root)
+        for name in names
+    ]
 
 
 def _turns(conversations: Any, where: str) -> tuple[str, Any]:
@@ -74,7 +79,7 @@ def convert(obj: Any, *, where: str, lineno: int, spec: SourceSpec, options: Sou
     problem = clean_question(raw_question)
     method = obj.get("accu_reward_method")
     task = choose_task(options.task, method, problem, raw_answer)
-    solution = coerce_solution(task, raw_answer, where=where)
+    solution = coerce_solution(task, raw_answer, where=where, inferred=is_inferred(options.task, method))
     raw_id = obj.get("id")
     record_id = f"{stem}_{lineno}" if raw_id is None or raw_id == "" else str(raw_id)
     if options.prefix_ids:
@@ -86,7 +91,7 @@ def convert(obj: Any, *, where: str, lineno: int, spec: SourceSpec, options: Sou
     return SourceItem(
         id=record_id,
         task=task,
-        images=_image_paths(obj.get("image"), root, where),
+        images=_image_paths(obj.get("image"), root, where, record_id, options),
         problem=problem,
         solution=solution,
         origin=where,

@@ -135,8 +135,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    from vlm_grpo.files import make_output_dir
+
+    out = make_output_dir(args.output, "--output")
     if args.make_policy:
         return make_policy(out, args.seed, args.data_seed, MAKE_POLICY_QUICK if args.quick else MAKE_POLICY)
     if not (args.policy / "config.json").is_file():

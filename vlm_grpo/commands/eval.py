@@ -11,6 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+
+#: Most prompts per generation batch: the batch's images and key/value cache share one device.
+MAX_BATCH_SIZE = 4096
+#: Longest completion: Qwen2-VL/Qwen2.5-VL's context (max_position_embeddings 32,768 in the released configs).
+MAX_NEW_TOKENS = 32768
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,14 +38,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="keep finished samples of an interrupted run in --output")
 
 
+def _check_sizes(args: argparse.Namespace) -> None:
+    """Every size the command takes has a bound that says why."""
+    from vlm_grpo.processing import check_pixel_bounds
+
+    if not 1 <= args.batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"--batch-size must be 1..{MAX_BATCH_SIZE} (one batch is generated at once), got {args.batch_size}")
+    if not 1 <= args.max_new_tokens <= MAX_NEW_TOKENS:
+        raise ValueError(
+            f"--max-new-tokens must be 1..{MAX_NEW_TOKENS} (the context of Qwen2-VL/Qwen2.5-VL), got {args.max_new_tokens}"
+        )
+    if args.max_samples is not None and args.max_samples < 1:
+        raise ValueError(f"--max-samples must be at least 1, got {args.max_samples}")
+    if not 0 <= args.seed < 2**63:
+        raise ValueError(f"--seed must be 0..2**63-1 (torch.manual_seed takes a 64-bit integer), got {args.seed}")
+    if not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise ValueError(f"--temperature must be a positive number, got {args.temperature}")
+    check_pixel_bounds(args.min_pixels, args.max_pixels, names=("--min-pixels", "--max-pixels"))
+
+
+def _task_templates(text: str | None) -> dict | None:
+    if not text:
+        return None
+    try:
+        templates = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"--task-templates is not valid JSON ({err}); pass an object such as "
+                         '\'{"rec": "{question} ..."}\'') from None
+    if not isinstance(templates, dict) or not all(isinstance(v, str) for v in templates.values()):
+        raise ValueError("--task-templates must be a JSON object mapping task names to template strings")
+    return templates
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vlm_grpo.eval_run import EvalJob, run_eval
     from vlm_grpo.evaluate import EvalSettings
+    from vlm_grpo.files import output_errors_explained
 
-    if args.batch_size < 1 or args.max_new_tokens < 1:
-        raise ValueError("--batch-size and --max-new-tokens must be at least 1")
+    _check_sizes(args)
     job = EvalJob(
         model=args.model,
         data=list(args.data),
@@ -49,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         min_pixels=args.min_pixels,
         max_pixels=args.max_pixels,
         box_frame=args.box_frame,
-        task_templates=json.loads(args.task_templates) if args.task_templates else None,
+        task_templates=_task_templates(args.task_templates),
         resume=args.resume,
         settings=EvalSettings(
             batch_size=args.batch_size,
@@ -59,7 +97,10 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
         ),
     )
-    results = run_eval(job)
+    kept = (f"The samples evaluated so far are kept in {args.output}/predictions.partial.rank*.jsonl "
+            "(or its per-dataset folders).")
+    with output_errors_explained(args.output, "--output", kept=kept, again="add --resume to continue from them"):
+        results = run_eval(job)
     for name, result in results.items():
         m = result["metrics"]
         print(f"{name}: {m['metric']} {m['value']:.4f}, accuracy {100 * m['accuracy']:.1f}% over {m['count']} samples, "

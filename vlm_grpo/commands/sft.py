@@ -22,11 +22,13 @@ def run(args: argparse.Namespace) -> int:
     from trl import SFTConfig
 
     from vlm_grpo.checkpoints import DiskFullError
+    from vlm_grpo.files import make_output_dir
     from vlm_grpo.config import SFT_DEFAULTS, parse
     from vlm_grpo.sft import build_sft_trainer
     from vlm_grpo.train import run_training
 
     sft_args, model_args, data_args, vision_args, _ = parse(SFTConfig, SFT_DEFAULTS, argv_of(args))
+    make_output_dir(sft_args.output_dir, "output_dir")  # one error line, before the model loads
     trainer, _ = build_sft_trainer(sft_args, model_args, data_args, vision_args)
     try:
         run_training(trainer, sft_args.resume_from_checkpoint, kind="SFT")

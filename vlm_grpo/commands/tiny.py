@@ -25,14 +25,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint in --output")
 
 
+def _save_atomically(model, processor, output) -> None:
+    """Save into a temp folder beside ``output``, then move it (or its files) into place: a failure
+    (a full disk) leaves no half-written checkpoint behind."""
+    import os
+    import shutil
+
+    from data_prep.writer import temp_sibling
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(output, "tmp")
+    try:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        if not output.exists():
+            os.rename(tmp, output)
+            return
+        for file in sorted(tmp.iterdir()):  # into an existing folder: each file replaced whole
+            os.replace(file, output / file.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from vlm_grpo.files import output_errors_explained
     from vlm_grpo.tiny import TinySpec, build_tiny
 
     output = Path(args.output)
-    if (output / "config.json").exists() and not args.overwrite:
-        raise ValueError(f"{output} already holds a checkpoint; pass --overwrite to replace it")
+    with output_errors_explained(output, "--output", kept="Nothing was written."):
+        if (output / "config.json").exists() and not args.overwrite:
+            raise ValueError(f"{output} already holds a checkpoint; pass --overwrite to replace it")
     spec = TinySpec(
         text_hidden=args.text_hidden,
         text_layers=args.text_layers,
@@ -43,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     start = time.perf_counter()
-    model, _ = build_tiny(output, spec)
+    model, processor = build_tiny(None, spec)
+    with output_errors_explained(output, "--output", kept="Nothing was written."):
+        _save_atomically(model, processor, output)
     params = sum(p.numel() for p in model.parameters())
     print(f"tiny Qwen2.5-VL ({params / 1e6:.2f}M parameters) written to {output} in {time.perf_counter() - start:.1f}s")
     return 0
