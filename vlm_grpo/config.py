@@ -110,8 +110,9 @@ class RewardArguments:
         default=10, metadata={"help": "Write every completion and its rewards to rollouts.jsonl every N steps (0: off)."}
     )
     reward_timeout: float | None = dataclasses.field(
-        default=60.0,
-        metadata={"help": "Seconds one call of a reward may take; a slower call stops training naming the reward (0: no limit)."},
+        default=300.0,
+        metadata={"help": "Seconds one call of a reward (a whole batch) may take; a slower call stops training naming "
+                  "the reward (0: no limit). The built-in math reward alone may take up to 1 s per sample."},
     )
 
 

@@ -39,17 +39,13 @@ def run(args: argparse.Namespace) -> int:
     from trl import GRPOConfig
 
     from vlm_grpo.checkpoints import DiskFullError
-    from vlm_grpo.files import make_output_dir
     from vlm_grpo.config import GRPO_DEFAULTS, parse
+    from vlm_grpo.files import make_output_dir
     from vlm_grpo.train import build_grpo_trainer, run_training
 
     grpo_args, model_args, data_args, vision_args, reward_args = parse(GRPOConfig, GRPO_DEFAULTS, argv_of(args))
-<<<<<<< HEAD
-    trainer, prepared = build_grpo_trainer(grpo_args, model_args, data_args, vision_args, reward_args)
-=======
     make_output_dir(grpo_args.output_dir, "output_dir")  # one error line, before the model loads
-    trainer, _ = build_grpo_trainer(grpo_args, model_args, data_args, vision_args, reward_args)
->>>>>>> h16b
+    trainer, prepared = build_grpo_trainer(grpo_args, model_args, data_args, vision_args, reward_args)
     try:
         run_training(trainer, grpo_args.resume_from_checkpoint, run_info=prepared.run_info())
     except DiskFullError as err:
