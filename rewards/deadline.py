@@ -3,7 +3,8 @@
 math-verify bounds its own work with ``signal.alarm``, which only works in the
 main thread of the main interpreter; GRPO rewards are also called from worker
 threads (async reward loops, evaluation pools) and daemonic worker processes.
-:func:`call_with_deadline` works in all of them:
+:func:`call_with_deadline` works in all of them (and :func:`call_with_alarm`, for a
+caller that must keep the function in its own thread, uses ``SIGALRM`` where it can):
 
 - ``fn`` runs in a fresh daemon thread; the caller waits at most ``budget_s``
   seconds and then returns ``default``.
@@ -23,8 +24,10 @@ cheap guards first (see :mod:`rewards.mathcheck`).
 from __future__ import annotations
 
 import ctypes
+import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -149,3 +152,41 @@ def call_with_deadline(fn: Callable[[], T], budget_s: float, default: D) -> T | 
     if worker.interrupt():
         threading.Thread(target=_reap, args=(worker,), name="rewards-reaper", daemon=True).start()
     return default
+
+
+def call_with_alarm(fn: Callable[[], T], budget_s: float, default: D) -> T | D:
+    """Return ``fn()`` run in *this* thread, or ``default`` when it runs longer than ``budget_s`` seconds.
+
+    In the main thread on Unix the bound is ``SIGALRM`` (``setitimer``), so ``fn`` keeps the main thread:
+    code that needs it (``signal.alarm``, as math-verify's own timeouts) works, and a blocking system call
+    (a socket read) is interrupted too. If ``fn`` sets an alarm of its own, that alarm replaces this one for
+    its duration (so its own bound applies); an alarm pending outside is restored afterwards. Elsewhere
+    (another thread, no ``setitimer``) this is :func:`call_with_deadline`.
+
+    >>> call_with_alarm(lambda: 2 + 2, 1.0, default=None)
+    4
+    >>> call_with_alarm(lambda: time.sleep(5), 0.1, "late")
+    'late'
+    """
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        return call_with_deadline(fn, budget_s, default)
+
+    def on_alarm(signum, frame):
+        raise DeadlineExceeded
+
+    start = time.monotonic()
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    outer, _ = signal.setitimer(signal.ITIMER_REAL, budget_s)
+    value: T | D = default
+    try:
+        try:
+            value = fn()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except DeadlineExceeded:  # in fn, or just as it returned: late either way
+        value = default
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+        if outer > 0:  # someone else's alarm was pending: give it back what is left of it
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - start), 1e-3))
+    return value

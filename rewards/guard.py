@@ -11,11 +11,12 @@ Training wraps every reward with :func:`guard`. The wrapper
   (``None``, not NaN, says "does not apply");
 - with ``timeout_s``, bounds each call: a reward that runs longer stops the run
   with a :class:`RewardError` naming the reward and the limit. A synchronous
-  reward then runs in a worker thread (:func:`rewards.deadline.call_with_deadline`,
-  which also stops the late worker where Python can; code that needs the main
-  thread, such as ``signal.alarm``, then fails); an ``async`` one is
-  awaited with :func:`asyncio.wait_for`, which cannot stop an ``async``
-  reward that blocks its event loop without awaiting.
+  reward runs in the calling thread (:func:`rewards.deadline.call_with_alarm`:
+  ``SIGALRM`` in the main thread, where TRL calls it, so a reward's own
+  ``signal.alarm`` still works and a blocked system call is interrupted; a
+  worker thread elsewhere); an ``async`` one is awaited with
+  :func:`asyncio.wait_for`, which cannot stop an ``async`` reward that blocks
+  its event loop without awaiting.
 
 It keeps ``__name__`` and works for ``async`` rewards too (TRL runs those concurrently).
 """
@@ -29,7 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rewards.columns import per_sample, sample_id
-from rewards.deadline import call_with_deadline
+from rewards.deadline import call_with_alarm
 from rewards.registry import is_async
 
 
@@ -102,7 +103,7 @@ class GuardedReward:
     def _run(self, completions: Sequence[Any], columns: dict[str, Any], where: str) -> Any:
         if self.timeout_s is None:
             return self.fn(completions, **columns)
-        result = call_with_deadline(lambda: self.fn(completions, **columns), self.timeout_s, default=_LATE)
+        result = call_with_alarm(lambda: self.fn(completions, **columns), self.timeout_s, default=_LATE)
         if result is _LATE:
             raise _late(self.__name__, self.timeout_s, where)
         return result

@@ -323,7 +323,8 @@ enable_shared_prompt(ddp)
 on = _logps_and_grads(ddp, inputs, completion, mask)
 _assert_same(on, off)  # gradients after DDP's all-reduce
 assert shared_prompt_stats(ddp).shared == 1
-print(f"rank {rank} ok")
+print(f"rank {rank} ok", flush=True)
+dist.destroy_process_group()  # gloo threads left running at exit can abort the process
 """
 
 
