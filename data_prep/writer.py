@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
 from collections.abc import Iterable, Iterator
@@ -23,11 +22,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from data_prep.packed import FORMAT_VERSION, IMAGES_DIR, MANIFEST_FILE, RECORDS_FILE, PrepError, Record, parse_json
+from data_prep.packed import (
+    CONTENT_NAME, FORMAT_VERSION, IMAGES_DIR, MANIFEST_FILE, RECORDS_FILE, PrepError, Record, parse_json,
+)
 
 CREATED_BY = "vlm-grpo data_prep"
 SPLITS = ("train", "val")
-_STORED_NAME = re.compile(r"^[0-9a-f]{64}\.(png|jpg)$")
 
 
 def check_output(output: Path, *, overwrite: bool) -> None:
@@ -86,7 +86,7 @@ def packed_problem(directory: Path) -> str | None:
     for path in sorted(directory.iterdir()):
         if path.name == IMAGES_DIR and path.is_dir() and not path.is_symlink():
             for image in sorted(path.iterdir()):
-                if not _STORED_NAME.match(image.name) or image.is_symlink() or not image.is_file():
+                if not CONTENT_NAME.match(image.name) or image.is_symlink() or not image.is_file():
                     return f"{IMAGES_DIR}/{image.name} is not an image prep stored"
         elif path.name not in (MANIFEST_FILE, RECORDS_FILE) or path.is_symlink() or not path.is_file():
             return f"it holds {path.name}, which prep does not write"

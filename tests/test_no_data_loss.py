@@ -8,6 +8,7 @@ folder that was refused byte for byte as it was.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ def refused(capsys, argv: list[str], *names: str) -> str:
     """Run ``vlm-grpo argv``; assert exit 2 with one ``error:`` line mentioning every ``names``; return it."""
     code = cli_main(argv)
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    lines = [line for line in re.split(r"[\r\n]", err) if line.startswith("error:")]  # progress bars use \r
     assert code == 2, err
     assert len(lines) == 1, err
     assert "Traceback" not in err
@@ -133,3 +134,82 @@ def test_prep_overwrite_replaces_a_packed_dataset(tmp_path, make):
     make(target)
     assert cli_main(_prep_argv(target, "--overwrite", "--seed", "5")) == 0
     assert len(load_packed(target)) == 6 and sorted(p.name for p in tmp_path.iterdir()) == ["target"]
+
+
+# ---------------------------------------------------------------------------------------------
+# A packed image swapped or edited after prep is an error naming the record
+
+
+def _copy_dataset(rec_data: Path, target: Path) -> Path:
+    import shutil
+
+    shutil.copytree(rec_data, target)
+    return target
+
+
+def _first_image(ds: Path) -> tuple[str, Path]:
+    from data_prep import load_packed
+
+    record = load_packed(ds).records[0]
+    return record.id, ds / record.images[0]
+
+
+def _swap_same_size(path: Path) -> None:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        size = image.size
+    Image.new("RGB", size, (1, 2, 3)).save(path, format="PNG")
+
+
+def _swap_other_size(path: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (64, 40), (1, 2, 3)).save(path, format="PNG")
+
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "tamper, why",
+    [
+        (_swap_same_size, "does not match its content hash"),
+        (_swap_other_size, "does not match its content hash"),
+        (_flip_a_byte, "does not match its content hash"),
+    ],
+    ids=["same-size", "other-size", "byte-flipped"],
+)
+def test_eval_stops_on_a_packed_image_changed_after_prep(tiny_dir, rec_data, tmp_path, capsys, tamper, why):
+    ds = _copy_dataset(rec_data, tmp_path / "rec")
+    rid, image = _first_image(ds)
+    tamper(image)
+    out = tmp_path / "eval"
+    argv = ["eval", "--model", str(tiny_dir), "--data", str(ds), "--output", str(out), "--max-new-tokens", "2"]
+    refused(capsys, argv, f"record {rid!r}", image.name, why, "re-run `vlm-grpo prep`")
+    assert not (out / "metrics.json").exists() and not (out / "predictions.jsonl").exists()
+
+
+def test_a_hand_named_image_of_another_size_is_refused_by_its_size(tiny_dir, tmp_path, capsys):
+    from PIL import Image
+    from prep_helpers import rec_record, write_dataset
+
+    ds = write_dataset(tmp_path / "ds", [rec_record("r1", image="images/a.png", size=(32, 24))],
+                       {"images/a.png": Image.new("RGB", (32, 24))})
+    Image.new("RGB", (48, 24)).save(ds / "images" / "a.png")  # swapped: the box was made for 32x24
+    argv = ["eval", "--model", str(tiny_dir), "--data", str(ds), "--output", str(tmp_path / "eval")]
+    refused(capsys, argv, "record 'r1'", "images/a.png is 48x24 but the record says 32x24", "re-run `vlm-grpo prep`")
+
+
+def test_train_stops_on_a_packed_image_changed_after_prep(tiny_dir, rec_data, tmp_path, capsys):
+    ds = _copy_dataset(rec_data, tmp_path / "rec")
+    for path in (ds / "images").iterdir():  # every image, so the first batch meets one
+        _swap_other_size(path)
+    argv = ["train", "--config", str(Path(__file__).parents[1] / "scripts/configs/tiny_cpu.yaml"),
+            "--model_name_or_path", str(tiny_dir), "--train_data", str(ds), "--output_dir", str(tmp_path / "run"),
+            "--max_steps", "1", "--report_to", "none", "--save_strategy", "no"]
+    refused(capsys, argv, str(ds), "does not match its content hash", "re-run `vlm-grpo prep`")
+    assert not (tmp_path / "run" / "model.safetensors").exists()

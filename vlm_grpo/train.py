@@ -161,8 +161,14 @@ def run_training(trainer, resume, kind: str = "GRPO") -> dict:
     if checkpoint and trainer.is_world_process_zero():
         print(f"resuming from {checkpoint}", flush=True)
     restored = bool(checkpoint) and restore_model_weights(trainer, checkpoint)
-    with _disk_full_explained(output_dir), mismatch_warning_hidden(restored):
-        trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        with _disk_full_explained(output_dir), mismatch_warning_hidden(restored):
+            trainer.train(resume_from_checkpoint=checkpoint)
+    finally:  # on an error too, so the `error:` line that follows starts a line of its own
+        for callback in trainer.callback_handler.callbacks:
+            if isinstance(callback, ProgressBar) and callback.bar is not None:
+                callback.bar.close()
+                callback.bar = None
     with _disk_full_explained(output_dir, final_save=True):
         save_final(trainer, output_dir)
         if trainer.is_world_process_zero():
