@@ -213,3 +213,119 @@ def test_train_stops_on_a_packed_image_changed_after_prep(tiny_dir, rec_data, tm
             "--max_steps", "1", "--report_to", "none", "--save_strategy", "no"]
     refused(capsys, argv, str(ds), "does not match its content hash", "re-run `vlm-grpo prep`")
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# eval --resume merges only predictions of the same data, model and settings
+
+
+EVAL = ["--max-samples", "8", "--batch-size", "4", "--max-new-tokens", "3"]
+
+
+@pytest.fixture(scope="module")
+def interrupted_eval(tiny_dir, rec_data, tmp_path_factory):
+    """An eval output as Ctrl-C leaves it: ``eval_key.json`` and 4 finished predictions in a partial file."""
+    out = tmp_path_factory.mktemp("eval") / "out"
+    assert cli_main(["eval", "--model", str(tiny_dir), "--data", str(rec_data), "--output", str(out), *EVAL]) == 0
+    lines = (out / "predictions.jsonl").read_text().splitlines()
+    (out / "predictions.partial.rank0.jsonl").write_text("\n".join(lines[:4]) + "\n")
+    for name in ("predictions.jsonl", "metrics.json", "report.html"):
+        (out / name).unlink()
+    return out, lines
+
+
+@pytest.fixture(scope="module")
+def other_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("other") / "model"
+    assert cli_main(["tiny", "--output", str(path), "--seed", "7"]) == 0
+    return path
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _retrained_in_place(ctx) -> list[str]:
+    """The partial results were made from a model folder that was then trained again (same path, new weights)."""
+    import json
+
+    model = _copy(ctx["tiny_dir"], ctx["tmp_path"] / "model")
+    key = json.loads((ctx["out"] / "eval_key.json").read_text())
+    (ctx["out"] / "eval_key.json").write_text(json.dumps({**key, "model": str(model)}))
+    (model / "model.safetensors").write_bytes((ctx["other_model"] / "model.safetensors").read_bytes())
+    return ["--model", str(model)]
+
+
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        (lambda ctx: ["--data", str(ctx["math_data"])], "the data (records_sha256"),
+        (lambda ctx: ["--model", str(ctx["other_model"])], "the model ("),
+        (_retrained_in_place, "with other weights"),
+        (lambda ctx: ["--max-new-tokens", "5"], "max_new_tokens (3, now 5)"),
+        (lambda ctx: ["--sample"], "do_sample (False, now True)"),
+        (lambda ctx: ["--max-pixels", "6272"], "max_pixels ("),
+        (lambda ctx: ["--box-frame", "norm1000"], "box_frame ('model_pixels', now 'norm1000')"),
+        (lambda ctx: ["--task-templates", '{"rec": "Find {question}. Answer in <answer></answer>."}'],
+         "templates_sha256"),
+    ],
+    ids=["data", "model", "retrained-in-place", "max-new-tokens", "sampling", "max-pixels", "box-frame", "templates"],
+)
+def test_eval_resume_refuses_predictions_of_other_inputs(
+    tiny_dir, rec_data, math_data, other_model, interrupted_eval, tmp_path, capsys, change, why
+):
+    out = _copy(interrupted_eval[0], tmp_path / "out")
+    ctx = {"tiny_dir": tiny_dir, "math_data": math_data, "other_model": other_model, "tmp_path": tmp_path, "out": out}
+    argv = {"--model": str(tiny_dir), "--data": str(rec_data)}
+    extra = change(ctx)
+    while extra and extra[0] in argv:  # a changed --model / --data replaces the original
+        argv[extra[0]] = extra[1]
+        extra = extra[2:]
+    before = snapshot(out)
+    command = ["eval", *[v for kv in argv.items() for v in kv], "--output", str(out), *EVAL, *extra, "--resume"]
+    refused(capsys, command, str(out), "4 finished predictions", why, "same data, model and settings")
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (lambda out: (out / "eval_key.json").unlink(), "no readable eval_key.json"),
+        (lambda out: (out / "eval_key.json").write_text("{torn"), "no readable eval_key.json"),
+    ],
+    ids=["no-key", "torn-key"],
+)
+def test_eval_resume_without_a_key_refuses(tiny_dir, rec_data, interrupted_eval, tmp_path, capsys, damage, why):
+    out = _copy(interrupted_eval[0], tmp_path / "out")
+    damage(out)
+    before = snapshot(out)
+    argv = ["eval", "--model", str(tiny_dir), "--data", str(rec_data), "--output", str(out), *EVAL, "--resume"]
+    refused(capsys, argv, str(out), why, "delete those files to start over")
+    assert snapshot(out) == before
+
+
+def test_eval_without_resume_keeps_finished_predictions(tiny_dir, rec_data, interrupted_eval, tmp_path, capsys):
+    out = _copy(interrupted_eval[0], tmp_path / "out")
+    before = snapshot(out)
+    argv = ["eval", "--model", str(tiny_dir), "--data", str(rec_data), "--output", str(out), *EVAL]
+    refused(capsys, argv, str(out), "4 finished predictions of an interrupted eval", "pass --resume")
+    assert snapshot(out) == before
+
+
+def test_eval_resume_with_a_new_batch_size_and_fewer_samples_keeps_only_the_selection(
+    tiny_dir, rec_data, interrupted_eval, tmp_path
+):
+    import json
+
+    out = _copy(interrupted_eval[0], tmp_path / "out")
+    argv = ["eval", "--model", str(tiny_dir), "--data", str(rec_data), "--output", str(out),
+            "--max-new-tokens", "3", "--batch-size", "2", "--max-samples", "6", "--resume"]
+    assert cli_main(argv) == 0
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [p["index"] for p in predictions] == list(range(6))
+    assert json.loads((out / "metrics.json").read_text())["metrics"]["count"] == 6
+    full = [json.loads(line) for line in interrupted_eval[1]]
+    assert [p["completion"] for p in predictions] == [p["completion"] for p in full[:6]]
