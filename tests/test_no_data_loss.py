@@ -329,3 +329,79 @@ def test_eval_resume_with_a_new_batch_size_and_fewer_samples_keeps_only_the_sele
     assert json.loads((out / "metrics.json").read_text())["metrics"]["count"] == 6
     full = [json.loads(line) for line in interrupted_eval[1]]
     assert [p["completion"] for p in predictions] == [p["completion"] for p in full[:6]]
+
+
+# ---------------------------------------------------------------------------------------------
+# The final model is saved atomically; a truncated or corrupt safetensors is a clean error
+
+REPO = Path(__file__).resolve().parents[1]
+COMMON = ["--max_steps", "1", "--report_to", "none", "--per_device_train_batch_size", "4", "--save_strategy", "no"]
+KEYS = {
+    "train": ["--config", str(REPO / "scripts/configs/tiny_cpu.yaml"), *COMMON, "--num_generations", "4",
+              "--max_completion_length", "8"],
+    "sft": [*COMMON, "--use_cpu", "true"],
+}
+
+
+def _interrupt_the_weights_write(monkeypatch):
+    """The final save's safetensors write reaches half the file, then the run is interrupted (Ctrl-C or a kill)."""
+    import transformers.modeling_utils as modeling_utils
+
+    real = modeling_utils.safe_save_file
+
+    def torn(tensors, filename, *args, **kwargs):
+        real(tensors, filename, *args, **kwargs)
+        with open(filename, "r+b") as handle:
+            handle.truncate(Path(filename).stat().st_size // 2)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(modeling_utils, "safe_save_file", torn)
+
+
+@pytest.mark.parametrize("command", ["train", "sft"])
+def test_a_final_save_cut_short_leaves_the_previous_model_whole(tiny_dir, rec_data, tmp_path, monkeypatch, command):
+    from vlm_grpo.files import safetensors_problem
+
+    out = _copy(tiny_dir, tmp_path / "run")  # the model a previous run saved here
+    before, inode = snapshot(out), (out / "model.safetensors").stat().st_ino
+    _interrupt_the_weights_write(monkeypatch)
+    argv = [command, *KEYS[command], "--model_name_or_path", str(tiny_dir), "--train_data", str(rec_data), "--output_dir", str(out)]
+    assert cli_main(argv) == 130
+    after = snapshot(out)
+    assert {k: v for k, v in after.items() if k in before} == before, "a file of the previous model was changed"
+    assert safetensors_problem(out / "model.safetensors") is None
+    assert not list(out.glob(".saving-*")), "the temporary folder of the save was left behind"
+    monkeypatch.undo()
+    assert cli_main(argv) == 0  # the same command, not interrupted, replaces the model (renamed into place)
+    assert safetensors_problem(out / "model.safetensors") is None
+    assert (out / "model.safetensors").stat().st_ino != inode and (out / "training_log.json").is_file()
+
+
+def _cut(at):
+    def cut(path: Path) -> None:
+        size = path.stat().st_size
+        with open(path, "r+b") as handle:
+            handle.truncate(at(size))
+
+    return cut
+
+
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (_cut(lambda n: 0), "fewer than a safetensors header needs"),
+        (_cut(lambda n: 100), "more than the 100 bytes the file has"),
+        (_cut(lambda n: n // 2), "but its header describes"),
+        (_cut(lambda n: n - 1), "but its header describes"),
+        (lambda p: p.write_bytes(b"\xff" * 1000), "more than the 1000 bytes"),
+        (lambda p: p.write_bytes((8).to_bytes(8, "little") + b"not json"), "not the JSON table of tensors"),
+    ],
+    ids=["empty", "header-cut", "half", "one-byte-short", "garbage", "bad-header"],
+)
+def test_eval_names_a_truncated_or_corrupt_weights_file(tiny_dir, rec_data, tmp_path, capsys, damage, why):
+    model = _copy(tiny_dir, tmp_path / "model")
+    damage(model / "model.safetensors")
+    out = tmp_path / "eval"
+    argv = ["eval", "--model", str(model), "--data", str(rec_data), "--output", str(out), "--max-samples", "2"]
+    refused(capsys, argv, str(model / "model.safetensors"), "truncated or corrupt", why, "Copy or save the model again")
+    assert not (out / "metrics.json").exists()

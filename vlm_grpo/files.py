@@ -1,8 +1,10 @@
-"""Small file helpers: writes that never leave a half-written file behind, and a cheap file fingerprint."""
+"""Small file helpers: writes that never leave a half-written file behind (text, saved models), a cheap
+file fingerprint, and a check that a safetensors file is whole."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 
@@ -37,3 +39,76 @@ def sampled_sha256(path: Path, *, every: int = 1 << 20, block: int = 4096) -> st
             handle.seek(offset)
             digest.update(handle.read(block))
     return digest.hexdigest()
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole safetensors file (cut short, torn header), or None. Reads the header only.
+
+    The format is an 8-byte little-endian header length, a JSON header whose ``data_offsets`` say
+    where each tensor lies, then the tensor bytes: a whole file ends exactly where the last one does.
+    """
+    import json
+
+    path = Path(path)
+    size = path.stat().st_size
+    if size < 8:
+        return f"it has {size} bytes, fewer than a safetensors header needs"
+    with open(path, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        if 8 + length > size:
+            return f"its header announces {length} bytes of metadata, more than the {size} bytes the file has"
+        try:
+            header = json.loads(handle.read(length))
+            end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            return "its header is not the JSON table of tensors safetensors writes"
+    if 8 + length + end != size:
+        return f"it has {size} bytes but its header describes {8 + length + end}"
+    return None
+
+
+def save_pretrained_atomically(output_dir: str | Path, *objects) -> None:
+    """``save_pretrained`` each object into ``output_dir`` so that a kill never leaves a torn file there.
+
+    Everything is written into a temporary folder inside ``output_dir`` (same file system) and
+    flushed to disk; then each file is renamed into place, so a reader sees every file either
+    old or new and whole. Weight files of an earlier save that this one does not write (another
+    shard count) are removed last. A leftover temporary folder of a killed save is removed first.
+    """
+    import secrets
+    import shutil
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in output_dir.glob(f"{_SAVING_PREFIX}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    tmp = output_dir / f"{_SAVING_PREFIX}{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        for obj in objects:
+            obj.save_pretrained(tmp)
+        written = sorted(p.relative_to(tmp) for p in tmp.rglob("*") if p.is_file())
+        for rel in written:
+            _fsync(tmp / rel)
+        for rel in written:
+            (output_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp / rel, output_dir / rel)
+        names = {rel.as_posix() for rel in written}
+        for path in output_dir.iterdir():
+            if path.is_file() and path.name not in names and _WEIGHT_FILE.match(path.name):
+                path.unlink()
+        _fsync(output_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+_SAVING_PREFIX = ".saving-"
+_WEIGHT_FILE = re.compile(r"^(model|pytorch_model|adapter_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?$")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -29,7 +29,7 @@ from vlm_grpo.checkpoints import (
 )
 from vlm_grpo.config import DataArguments, RewardArguments, VisionArguments
 from vlm_grpo.data import RowSet, build_rows
-from vlm_grpo.files import atomic_write_text
+from vlm_grpo.files import atomic_write_text, save_pretrained_atomically
 from vlm_grpo.modeling import family_of, freeze_vision, load_config, load_model, load_processor, lora_config
 from vlm_grpo.prompts import merged_templates
 from vlm_grpo.speed import enable_group_image_cache, enable_shared_prompt
@@ -201,11 +201,15 @@ def _disk_full_explained(output_dir: Path, final_save: bool = False):
 
 
 def save_final(trainer, output_dir: Path) -> None:
-    """Save a plain (LoRA-merged) model and the processor, loadable by `vlm-grpo eval` and transformers."""
+    """Save a plain (LoRA-merged) model and the processor, loadable by `vlm-grpo eval` and transformers.
+
+    Written into a temporary folder first and renamed into place file by file
+    (:func:`~vlm_grpo.files.save_pretrained_atomically`): a kill or a full disk during the save
+    leaves the previous files whole, never a truncated ``model.safetensors``.
+    """
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     if trainer.is_world_process_zero():
-        model.save_pretrained(output_dir)
-        trainer.processing_class.save_pretrained(output_dir)
+        save_pretrained_atomically(output_dir, model, trainer.processing_class)
     trainer.accelerator.wait_for_everyone()
