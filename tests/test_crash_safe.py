@@ -296,7 +296,8 @@ def _train(argv, resume=None, stop_at=None):
             if state.global_step == stop_at:  # before this step's checkpoint is written
                 raise Interrupted
 
-    trainer, _ = build_grpo_trainer(*parse(GRPOConfig, GRPO_DEFAULTS, argv))
+    keys = [*argv, "--resume_from_checkpoint", resume] if resume else argv
+    trainer, _ = build_grpo_trainer(*parse(GRPOConfig, GRPO_DEFAULTS, keys))
     if stop_at:
         trainer.add_callback(StopAt())
     try:
@@ -461,8 +462,8 @@ def atomic(path, text):
 ck.atomic_write_text = atomic
 
 real_mark = ck.mark_complete
-def mark(folder, step):
-    real_mark(folder, step)
+def mark(folder, step, **kwargs):
+    real_mark(folder, step, **kwargs)
     event(f"complete {step}")
     phase("after-save")
 ck.mark_complete = mark

@@ -405,3 +405,148 @@ def test_eval_names_a_truncated_or_corrupt_weights_file(tiny_dir, rec_data, tmp_
     argv = ["eval", "--model", str(model), "--data", str(rec_data), "--output", str(out), "--max-samples", "2"]
     refused(capsys, argv, str(model / "model.safetensors"), "truncated or corrupt", why, "Copy or save the model again")
     assert not (out / "metrics.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# A run and the output_dir of another run: refused before the model loads, or said and done
+
+
+def _ckpt(out: Path, step: int, run_id: str | None = "run-A", complete: bool = True) -> Path:
+    """A fake ``checkpoint-N`` written by ``run_id`` (``None``: a marker from before run ids)."""
+    import json
+
+    from vlm_grpo.checkpoints import MARKER, mark_complete
+
+    folder = out / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"w" * 10)
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    if complete:
+        mark_complete(folder, step, run_id=run_id)
+        if run_id is None:
+            marker = json.loads((folder / MARKER).read_text())
+            del marker["run_id"]
+            (folder / MARKER).write_text(json.dumps(marker))
+    return folder
+
+
+def _rollouts(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rollouts.jsonl").write_text('{"step": 1, "id": "x", "rewards": {}}\n')
+
+
+@pytest.mark.parametrize("command", ["train", "sft"])
+@pytest.mark.parametrize(
+    "setup, resume, why",
+    [
+        (lambda out, o: _ckpt(out, 4), None, "checkpoint-4 (run run-A)"),
+        (lambda out, o: _ckpt(out, 3, complete=False), None, "checkpoint-3 (not complete)"),
+        (lambda out, o: _rollouts(out), None, "rollouts.jsonl (a rollout log)"),
+        (lambda out, o: (_ckpt(out, 2, "run-A"), _ckpt(out, 4, "run-B")), "true", "belong to several runs"),
+        (lambda out, o: _ckpt(out, 4, None), "true", "carry no run id"),
+        (lambda out, o: _ckpt(out, 4, None), "auto", "carry no run id"),
+        (lambda out, o: (_ckpt(out, 2), _ckpt(out, 4)), "{out}/checkpoint-2", "checkpoint-4 (run run-A)"),
+        (lambda out, o: (_ckpt(o, 3, "run-B"), _ckpt(out, 4)), "{other}/checkpoint-3", "checkpoint-4 (run run-A)"),
+    ],
+    ids=["fresh-over-checkpoint", "fresh-over-torn", "fresh-over-rollouts", "latest-of-two-runs",
+         "latest-without-run-id", "auto-without-run-id", "path-with-newer", "path-into-other-run"],
+)
+def test_a_run_refuses_another_runs_output_dir_before_loading_the_model(
+    tiny_dir, rec_data, tmp_path, capsys, monkeypatch, command, setup, resume, why
+):
+    import vlm_grpo.train
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output_dir was checked")
+
+    monkeypatch.setattr(vlm_grpo.train, "load_policy", no_model)
+    out, other = tmp_path / "run", tmp_path / "other"
+    setup(out, other)
+    before = snapshot(out)
+    argv = [command, *KEYS[command], "--model_name_or_path", str(tiny_dir), "--train_data", str(rec_data),
+            "--output_dir", str(out), "--save_strategy", "steps"]
+    if resume:
+        argv += ["--resume_from_checkpoint", resume.format(out=out, other=other)]
+    line = refused(capsys, argv, str(out), why)
+    assert "--overwrite_output_dir true" in line or "by path" in line
+    assert snapshot(out) == before
+
+
+def test_rotation_never_deletes_the_checkpoint_just_written_nor_another_runs(tmp_path):
+    from vlm_grpo.checkpoints import rotate
+
+    out = tmp_path / "run"
+    _ckpt(out, 9, "run-A")  # another run's, numbered higher
+    one = _ckpt(out, 1, "run-B")
+    assert rotate(out, keep=1, written=one, run_id="run-B") == []
+    assert rotate(out, keep=1, written=one) == []  # without a run id too: the one just written stays
+    two = _ckpt(out, 2, "run-B")
+    assert rotate(out, keep=1, written=two, run_id="run-B") == [one]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-2", "checkpoint-9"]
+
+
+def _run_id(folder: Path) -> str:
+    import json
+
+    return json.loads((folder / "checkpoint_complete.json").read_text())["run_id"]
+
+
+def test_overwrite_then_resume_keeps_one_run_and_says_whose(tiny_dir, rec_data, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "run"
+    base = ["train", *KEYS["train"], "--model_name_or_path", str(tiny_dir), "--train_data", str(rec_data),
+            "--output_dir", str(out), "--save_strategy", "steps", "--save_steps", "1", "--rollout_log_steps", "1"]
+    # the issue's case: a run leaves checkpoint-2 (save_total_limit 1) ...
+    assert cli_main([*base, "--max_steps", "2", "--save_total_limit", "1"]) == 0
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    first = _run_id(out / "checkpoint-2")
+    capsys.readouterr()
+    # ... a fresh run there is refused (above); with --overwrite_output_dir it deletes and says so
+    assert cli_main([*base, "--max_steps", "2", "--save_total_limit", "2", "--overwrite_output_dir", "true"]) == 0
+    printed = capsys.readouterr().out
+    assert f"overwrite_output_dir: deleted checkpoint-2, rollouts.jsonl, training_log.json from {out}" in printed
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    second = _run_id(out / "checkpoint-2")
+    assert second != first and _run_id(out / "checkpoint-1") == second
+    # killed before checkpoint-2 was marked: resume continues this run from checkpoint-1 and says whose
+    (out / "checkpoint-2" / "checkpoint_complete.json").unlink()
+    assert cli_main([*base, "--max_steps", "2", "--save_total_limit", "1", "--resume_from_checkpoint", "true"]) == 0
+    printed = capsys.readouterr().out
+    assert f"resuming from {out / 'checkpoint-1'} (run {second}, step 1, written " in printed
+    assert "dropped 4 lines after step 2" not in printed and "dropped 4 lines after step 1 from rollouts.jsonl" in printed
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]  # rotation: the new one stays
+    assert _run_id(out / "checkpoint-2") == second
+    steps = [json.loads(line)["step"] for line in (out / "rollouts.jsonl").read_text().splitlines()]
+    assert steps == [1] * 4 + [2] * 4, "the redone step was logged twice"
+
+
+class _FakeTrainer:
+    """What :func:`vlm_grpo.runs.start_run` reads of a trainer."""
+
+    def __init__(self, output_dir: Path) -> None:
+        from types import SimpleNamespace
+
+        from vlm_grpo.checkpoints import CompletionMarker
+
+        self.args = SimpleNamespace(output_dir=str(output_dir))
+        self.marker = CompletionMarker(2)
+        self.callback_handler = SimpleNamespace(callbacks=[self.marker])
+
+    def is_world_process_zero(self) -> bool:
+        return True
+
+
+def test_auto_starting_over_drops_the_rollouts_it_redoes(tmp_path, capsys):
+    import json
+
+    from vlm_grpo.runs import start_run
+
+    out = tmp_path / "run"
+    _ckpt(out, 2, complete=False)  # the only checkpoint of the requeued job was torn
+    (out / "rollouts.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2)) + '{"step": 3')
+    trainer = _FakeTrainer(out)
+    plan = start_run(trainer, "auto")
+    assert plan.checkpoint is None and trainer.marker.run_id == plan.run_id
+    assert (out / "rollouts.jsonl").read_text() == "" and (out / "incomplete-checkpoint-2").is_dir()
+    assert "dropped 3 lines after step 0 from rollouts.jsonl" in capsys.readouterr().out

@@ -24,7 +24,6 @@ from vlm_grpo.checkpoints import (
     disk_full_error,
     make_crash_safe,
     mismatch_warning_hidden,
-    resolve_resume,
     restore_model_weights,
 )
 from vlm_grpo.config import DataArguments, RewardArguments, VisionArguments
@@ -32,6 +31,7 @@ from vlm_grpo.data import RowSet, build_rows
 from vlm_grpo.files import atomic_write_text, save_pretrained_atomically
 from vlm_grpo.modeling import family_of, freeze_vision, load_config, load_model, load_processor, lora_config
 from vlm_grpo.prompts import merged_templates
+from vlm_grpo.runs import overwrite_of, plan_run, start_run
 from vlm_grpo.speed import enable_group_image_cache, enable_shared_prompt
 
 logger = logging.getLogger(__name__)
@@ -103,6 +103,7 @@ def build_grpo_trainer(args, model_args, data_args, vision_args, reward_args):
 
     reward_funcs = resolve_rewards(reward_args, args.reward_weights)
     check_save_steps(args)
+    plan_run(args.output_dir, args.resume_from_checkpoint, overwrite_of(args))  # refused before the model loads
     prepared = prepare(args, model_args, data_args, vision_args)
     recorder = RolloutRecorder(args.output_dir, reward_args.rollout_log_steps, rank=args.process_index)
     reward_funcs = [recorder.wrap(f, first=i == 0) for i, f in enumerate(reward_funcs)]
@@ -151,15 +152,15 @@ def run_training(trainer, resume, kind: str = "GRPO") -> dict:
     """Train, save the final model and processor, and print a one-line summary. Returns the summary.
 
     ``resume`` is ``resume_from_checkpoint``: ``true`` and ``auto`` resume from the newest
-    *complete* checkpoint (see ``vlm_grpo.checkpoints``); a full disk becomes a ``DiskFullError``
+    *complete* checkpoint (see ``vlm_grpo.checkpoints``) of the run ``output_dir`` holds, and a
+    fresh run refuses an ``output_dir`` holding another run's output unless
+    ``overwrite_output_dir`` (see ``vlm_grpo.runs``); a full disk becomes a ``DiskFullError``
     that says which checkpoint is intact.
     """
     start = time.perf_counter()
     output_dir = Path(trainer.args.output_dir)
     make_crash_safe(trainer)
-    checkpoint = resolve_resume(resume, output_dir, is_main_process=trainer.is_world_process_zero())
-    if checkpoint and trainer.is_world_process_zero():
-        print(f"resuming from {checkpoint}", flush=True)
+    checkpoint = start_run(trainer, resume, overwrite=overwrite_of(trainer.args)).checkpoint
     restored = bool(checkpoint) and restore_model_weights(trainer, checkpoint)
     try:
         with _disk_full_explained(output_dir), mismatch_warning_hidden(restored):

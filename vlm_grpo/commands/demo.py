@@ -154,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
                     "--num_generations", str(plan.num_generations),
                     "--per_device_train_batch_size", str(plan.prompts_per_step * plan.num_generations),
                     "--logging_steps", "5", "--rollout_log_steps", "50", "--save_strategy", "no", "--seed", str(args.seed),
+                    "--overwrite_output_dir", "true",  # a demo run again into the same --output replaces its own
                     *GRPO, *COMMON])
     stages("eval_after", ["eval", "--model", str(grpo), "--output", str(out / "eval_after"), *evaluate])
     before, after = _metrics(out / "eval_before"), _metrics(out / "eval_after")
@@ -175,7 +176,8 @@ def make_policy(out: Path, seed: int, data_seed: int, plan: PolicyPlan) -> int:
     _prep(stages, data, plan.train_records, plan.val_records, data_seed)
     stages("sft", ["sft", "--model_name_or_path", str(tiny), "--train_data", str(data / "train"),
                    "--output_dir", str(sft), "--max_steps", str(plan.sft_steps), "--logging_steps", "50",
-                   "--seed", str(seed), *SFT, *COMMON, "--save_strategy", "steps", "--save_steps", str(plan.export_step)])
+                   "--seed", str(seed), *SFT, *COMMON, "--save_strategy", "steps", "--save_steps", str(plan.export_step),
+                   "--overwrite_output_dir", "true"])
     shipped = sft / f"checkpoint-{plan.export_step}"
     stages("eval", ["eval", "--model", str(shipped), "--data", str(data / "val"), "--output", str(out / "eval"), *EVAL])
     export_bf16(shipped, export)
