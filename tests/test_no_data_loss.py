@@ -550,3 +550,16 @@ def test_auto_starting_over_drops_the_rollouts_it_redoes(tmp_path, capsys):
     assert plan.checkpoint is None and trainer.marker.run_id == plan.run_id
     assert (out / "rollouts.jsonl").read_text() == "" and (out / "incomplete-checkpoint-2").is_dir()
     assert "dropped 3 lines after step 0 from rollouts.jsonl" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, folder",
+    [(["demo", "--quick"], "policy"), (["demo", "--quick", "--make-policy"], "policy_bf16")],
+    ids=["demo", "make-policy"],
+)
+def test_the_demo_replaces_only_model_folders_of_its_own(tmp_path, capsys, argv, folder):
+    out = tmp_path / "mine"
+    _thesis(out / folder)
+    before = snapshot(out)
+    refused(capsys, [*argv, "--output", str(out)], str(out / folder), "not a model folder", "choose another --output")
+    assert snapshot(out) == before

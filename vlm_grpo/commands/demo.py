@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     policy, data, grpo = out / "policy", out / "data", out / "grpo"
     start = time.perf_counter()
     print(f"== policy: copying the starting checkpoint {args.policy} to {policy}", flush=True)
-    shutil.rmtree(policy, ignore_errors=True)
+    remove_model_folder(policy)
     shutil.copytree(args.policy, policy)
     stages.seconds["policy"] = round(time.perf_counter() - start, 1)
     _prep(stages, data, plan.train_records, plan.val_records, args.data_seed)
@@ -172,6 +172,7 @@ def make_policy(out: Path, seed: int, data_seed: int, plan: PolicyPlan) -> int:
     """Pre-train the demo's starting policy from random weights (the cold start, done once)."""
     stages = _Stages()
     tiny, data, sft, export = out / "tiny", out / "data", out / "sft", out / "policy_bf16"
+    check_model_folder(export)  # replaced at the end: refused now, not after the training
     stages("tiny", ["tiny", "--output", str(tiny), "--seed", str(seed), "--overwrite", *POLICY])
     _prep(stages, data, plan.train_records, plan.val_records, data_seed)
     stages("sft", ["sft", "--model_name_or_path", str(tiny), "--train_data", str(data / "train"),
@@ -199,12 +200,26 @@ def export_bf16(checkpoint: Path, target: Path) -> None:
 
     from vlm_grpo.modeling import load_model
 
-    shutil.rmtree(target, ignore_errors=True)
+    remove_model_folder(target)
     target.mkdir(parents=True)
     for path in checkpoint.iterdir():
         if path.is_file() and path.suffix in (".json", ".jinja") and path.name not in TRAINING_STATE:
             shutil.copy2(path, target / path.name)
     load_model(str(checkpoint), dtype=torch.bfloat16, device="cpu").save_pretrained(target)
+
+
+def check_model_folder(folder: Path) -> None:
+    """Refuse to replace ``folder`` unless it is absent or a model folder (an earlier demo run's)."""
+    if (folder.exists() or folder.is_symlink()) and not (folder.is_dir() and (folder / "config.json").is_file()):
+        raise ValueError(
+            f"{folder} exists and is not a model folder from an earlier demo run, and the demo replaces it; "
+            "choose another --output, or move that folder away"
+        )
+
+
+def remove_model_folder(folder: Path) -> None:
+    check_model_folder(folder)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def print_table(before: dict, after: dict, times: dict[str, float]) -> None:
