@@ -563,3 +563,172 @@ def test_the_demo_replaces_only_model_folders_of_its_own(tmp_path, capsys, argv,
     before = snapshot(out)
     refused(capsys, [*argv, "--output", str(out)], str(out / folder), "not a model folder", "choose another --output")
     assert snapshot(out) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Slow tier: random output_dir states and random folders under prep --overwrite
+
+
+_KINDS = ("run-A", "run-B", "legacy", "torn", "damaged")
+
+
+def _random_output_dir(rng, out: Path, external: Path) -> dict[str, str]:
+    """Up to 4 checkpoints of random kinds (and maybe rollouts, a set-aside folder); returns step name -> kind."""
+    kinds = {}
+    for step in rng.sample(range(1, 10), rng.randint(0, 4)):
+        kind = rng.choice(_KINDS)
+        folder = _ckpt(out, step, {"run-A": "run-A", "run-B": "run-B"}.get(kind), complete=kind != "torn")
+        if kind == "damaged":
+            (folder / "model.safetensors").write_bytes(b"w")
+        kinds[folder.name] = kind
+    if rng.random() < 0.3:
+        _rollouts(out)
+    if rng.random() < 0.2 and not (out / "checkpoint-1").exists():
+        _ckpt(out, 1, complete=False).rename(out / "incomplete-checkpoint-1")  # set aside by an earlier resume
+    if not external.exists():
+        _ckpt(external, 5, "run-C")
+    return kinds
+
+
+def _check_run_start(rng, out: Path, external: Path, kinds: dict[str, str]) -> str:
+    """One random start in ``out``; asserts the invariants and returns the outcome's name."""
+    from vlm_grpo.checkpoints import checkpoints_in, mark_complete, marker_of, rotate
+    from vlm_grpo.runs import start_run
+
+    paths = [out / name for name in kinds] + [external / "checkpoint-5"]
+    resume = rng.choice([None, "true", "auto", str(rng.choice(paths))])
+    overwrite = rng.random() < 0.3
+    before = snapshot(out) if out.exists() else {}
+    complete = {name: kind for name, kind in kinds.items() if kind in ("run-A", "run-B", "legacy")}
+    try:
+        plan = start_run(_FakeTrainer(out), resume, overwrite)
+    except ValueError as err:
+        assert str(out) in str(err) or "resume_from_checkpoint" in str(err), str(err)
+        assert (snapshot(out) if out.exists() else {}) == before, f"refused, yet {out} changed"
+        reasons = {"another run's output": "fresh run, another run's output there", "several runs": "several runs",
+                   "no run id": "checkpoints without a run id", "newer than": "path with newer or other runs' beside it",
+                   "no complete checkpoint": "`true` with nothing complete"}
+        return "refused: " + next((v for k, v in reasons.items() if k in str(err)), "other")
+    left = {folder.name: marker_of(folder) for _, folder in checkpoints_in(out)}
+    if resume is None:
+        assert not left and not list(out.glob("rollouts*.jsonl")) if out.exists() else True
+        outcome = "fresh (after deleting another run's output)" if before else "fresh"
+    elif plan.checkpoint is None:
+        assert resume == "auto" and not complete, (resume, kinds)
+        assert all(m is None for m in left.values()) and not left, left
+        outcome = "auto: fresh, nothing complete to resume"
+    else:
+        chosen = Path(plan.checkpoint)
+        chosen_id = (marker_of(chosen) or {}).get("run_id")
+        if resume in ("true", "auto"):
+            newest = max(complete, key=lambda n: int(n.split("-")[1]))
+            assert chosen.name == newest and len({complete[n] for n in complete}) == 1, (kinds, chosen)
+        else:
+            assert plan.checkpoint == resume
+        for name, marker in left.items():
+            if out / name != chosen:  # older half-written folders may stay: the run never writes them again
+                assert int(name.split("-")[1]) <= plan.step, f"{name}, newer than {chosen}, left where the run writes"
+                assert marker is None or marker.get("run_id") == chosen_id, f"{name} of another run beside {chosen}"
+        if not overwrite:
+            gone = [n for n in complete if not (out / n).exists() and out / n != chosen]
+            assert not gone, f"deleted {gone} without --overwrite_output_dir"
+        outcome = "resumed" + (" (after deleting what was in the way)" if overwrite and before != snapshot(out) else "")
+    # the run's first save, then rotation with a limit of 1: the checkpoint just written stays
+    step = (plan.step or 0) + 1
+    written = out / f"checkpoint-{step}"
+    written.mkdir(parents=True, exist_ok=True)
+    (written / "model.safetensors").write_bytes(b"n" * 5)
+    mark_complete(written, step, run_id=plan.run_id)
+    rotate(out, 1, written=written, run_id=plan.run_id)
+    assert marker_of(written) is not None
+    return outcome
+
+
+@pytest.mark.slow
+def test_random_output_dirs_never_lose_or_mix_a_run(tmp_path, capsys):
+    import random
+    import shutil
+    import time
+    from collections import Counter
+
+    from reliability_figures import write_area
+
+    rng, started, tally = random.Random("output-dirs"), time.perf_counter(), Counter()
+    external = tmp_path / "external"
+    for i in range(600):
+        out = tmp_path / f"o{i}"
+        kinds = _random_output_dir(rng, out, external) if rng.random() < 0.9 else {}
+        tally[_check_run_start(rng, out, external, kinds)] += 1
+        shutil.rmtree(out, ignore_errors=True)
+    capsys.readouterr()
+    rows = [{"case": f"output_dir start: {name}", "tried": n, "outcome": "invariants held"} for name, n in sorted(tally.items())]
+    write_area("output_dirs", "Runs and their output_dir", rows, wall_s=time.perf_counter() - started,
+               command=".venv/bin/python -m pytest -q -m slow tests/test_no_data_loss.py",
+               notes="600 random output_dir states (checkpoints of two runs, from before run ids, torn, damaged; rollout "
+                     "logs) x resume (none, true, auto, a path inside or outside) x overwrite_output_dir. Checked: a "
+                     "refusal changes nothing; a resume takes the newest complete checkpoint of the one run present, "
+                     "and no checkpoint of another run or a newer one stays beside it; nothing complete is deleted "
+                     "without --overwrite_output_dir; the first checkpoint written survives rotation with a limit of 1.")
+
+
+def _random_tree(rng, root: Path, template: Path, split: Path) -> bool:
+    """A folder prep --overwrite may meet; returns whether it is one that may be replaced."""
+    import shutil
+
+    base = rng.choice(["empty", "dataset", "split", "junk"])
+    if base == "empty":
+        root.mkdir()
+    elif base == "junk":
+        _thesis(root)
+    else:
+        shutil.copytree(template if base == "dataset" else split, root)
+    if rng.random() < 0.5:
+        return base != "junk"
+    dirs = [p for p in [root, *root.rglob("*")] if p.is_dir()]
+    where = rng.choice(dirs)
+    taint = rng.choice(["file", "dir", "manifest", "image-name", "symlink"])
+    if taint == "file":
+        (where / rng.choice(["notes.txt", "model.safetensors", ".hidden", "records.jsonl.bak"])).write_text("mine")
+    elif taint == "dir":
+        (where / rng.choice(["checkpoint-100", "chapters", "val2"])).mkdir(exist_ok=True)
+    elif taint == "manifest":
+        (where / "manifest.json").write_text(rng.choice(["{}", "[1]", "{not json", '{"created_by": "x"}']))
+    elif taint == "image-name":
+        (where / "images").mkdir(exist_ok=True)
+        (where / "images" / rng.choice(["cat.jpg", "a" * 64 + ".gif", "b" * 63 + ".png"])).write_bytes(b"x")
+    else:
+        (where / "link").symlink_to(root.parent)
+    return False
+
+
+@pytest.mark.slow
+def test_random_folders_under_prep_overwrite(tmp_path, capsys):
+    import random
+    import shutil
+    import time
+    from collections import Counter
+
+    from reliability_figures import write_area
+
+    template, split = _dataset(tmp_path / "template"), _dataset(tmp_path / "split", "--val-fraction", "0.3")
+    rng, started, tally = random.Random("prep-overwrite"), time.perf_counter(), Counter()
+    for i in range(200):
+        root = tmp_path / f"t{i}"
+        replaceable = _random_tree(rng, root, template, split)
+        before = snapshot(root)
+        code = cli_main(_prep_argv(root, "--overwrite"))
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        if replaceable:
+            assert code == 0, err
+            tally["packed dataset, split or empty: replaced"] += 1
+        else:
+            assert code == 2 and "only replaces a packed dataset" in err and str(root) in err, err
+            assert snapshot(root) == before, f"{root} changed although refused"
+            tally["anything else: refused, unchanged"] += 1
+        shutil.rmtree(root, ignore_errors=True)
+    rows = [{"case": f"prep --overwrite: {name}", "tried": n, "outcome": "as expected"} for name, n in sorted(tally.items())]
+    write_area("prep_overwrite", "prep --overwrite", rows, wall_s=time.perf_counter() - started,
+               command=".venv/bin/python -m pytest -q -m slow tests/test_no_data_loss.py",
+               notes="200 folders: empty, a packed dataset, a train/val split or a thesis, half of them with one thing "
+                     "added (a file, a folder, a foreign manifest, a foreign image name, a symlink) anywhere inside.")

@@ -279,9 +279,9 @@ def resolve_resume(value, output_dir: str | Path, is_main_process: bool = True) 
     ``latest`` / ``auto`` pick the newest complete checkpoint in ``output_dir``; the main process
     moves newer half-written folders aside (``incomplete-checkpoint-N``) so that nothing, the
     Trainer's own look-ups included, takes them for the latest. A folder given by path is used as
-    it is, with a warning when it has no completion marker; when it is a ``checkpoint-N`` of
-    ``output_dir``, half-written folders after it are moved aside the same way (the resumed run
-    would write into them). Which run's checkpoints may be taken is :mod:`vlm_grpo.runs`.
+    it is, with a warning when it has no completion marker; half-written folders of ``output_dir``
+    after its step are moved aside the same way (the resumed run would write into them). Which
+    run's checkpoints may be taken is :mod:`vlm_grpo.runs`.
     """
     value = resume_arg(value)
     if value is None:
@@ -291,9 +291,10 @@ def resolve_resume(value, output_dir: str | Path, is_main_process: bool = True) 
         if reason is not None:
             logger.warning("resuming from %s although %s; it may be incomplete", value, reason)
         match = _CHECKPOINT.match(Path(value).name)
-        if match and is_main_process and Path(value).resolve().parent == Path(output_dir).resolve():
+        resumed_step = int(match.group(1)) if match else (marker_of(value) or {}).get("global_step")
+        if resumed_step is not None and is_main_process:
             for step, folder in checkpoints_in(output_dir):
-                if step > int(match.group(1)) and incomplete_reason(folder) is not None:
+                if step > resumed_step and incomplete_reason(folder) is not None:
                     _move_aside(folder)
         return value
     found = checkpoints_in(output_dir)
