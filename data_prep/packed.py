@@ -318,7 +318,8 @@ class PackedDataset:
 
         - the content hash: a file named by content (``<sha256>.png|jpg``, how prep stores every
           image) must hash to its name. The bytes are read once, hashed and decoded from memory, so
-          this costs a sha256 pass, small next to the decoding. Files named otherwise (hand-made
+          this costs a sha256 pass, small next to the decoding (a 1344x1024 image: 0.6 ms for
+          12.5 ms of JPEG decoding, 4 ms for 33 ms of PNG). Files named otherwise (hand-made
           datasets) skip it.
         - the size: the width and height in the image header must equal ``image_sizes[i]`` (what
           the boxes and the model's resize were computed from); checked before decoding.
@@ -400,7 +401,8 @@ def load_packed(path: str | Path, *, check_images: bool = True) -> PackedDataset
     sha256 of ``records.jsonl`` matches the manifest; every line parses and passes
     :func:`validate_record`; ids are unique; every image path stays inside the directory
     (symlinks followed) and, when ``check_images``, exists as a file. Images are not
-    decoded here: :meth:`PackedDataset.open_image` does that on demand.
+    read here: :meth:`PackedDataset.open_image` decodes them on demand and checks then that
+    each still hashes to its name and has the recorded size.
     """
     root = Path(path).absolute()
     manifest = _read_manifest(root)
