@@ -129,7 +129,8 @@ def plan_run(output_dir: str | Path, resume, overwrite: bool = False) -> RunPlan
                 "checkpoints of any other run there)"
             )
         if not complete:
-            # `true` with nothing to resume is refused by resolve_resume, naming the folders; `auto` starts fresh.
+            if value == LATEST:  # refused the way resolve_resume refuses it (naming the folders), moving nothing
+                resolve_resume(resume, output_dir, is_main_process=False)
             return RunPlan(new_run_id())
         chosen = complete[-1]
     else:
@@ -155,20 +156,28 @@ def start_run(trainer, resume, overwrite: bool = False) -> RunPlan:
     """Apply :func:`plan_run` for ``trainer``: delete what overwrite_output_dir allows, pick the checkpoint, set the run id.
 
     Prints what it did (main process). Half-written checkpoints are moved aside by
-    :func:`~vlm_grpo.checkpoints.resolve_resume`.
+    :func:`~vlm_grpo.checkpoints.resolve_resume`. Every process plans before the main one changes
+    anything, and the others resolve only after it is done, so all see the same folders.
     """
+    from accelerate import PartialState
+
     output_dir = Path(trainer.args.output_dir)
     main = trainer.is_world_process_zero()
     plan = plan_run(output_dir, resume, overwrite)
-    if plan.delete and main:
-        for path in plan.delete:
-            if path.is_dir():
-                remove_checkpoint(path)
-            else:
-                path.unlink(missing_ok=True)
-        names = ", ".join(p.name for p in plan.delete)
-        print(f"overwrite_output_dir: deleted {names} from {output_dir}", flush=True)
-    resolved = resolve_resume(plan.checkpoint or resume, output_dir, is_main_process=main)
+    PartialState().wait_for_everyone()
+    if main:
+        if plan.delete:
+            for path in plan.delete:
+                if path.is_dir():
+                    remove_checkpoint(path)
+                else:
+                    path.unlink(missing_ok=True)
+            names = ", ".join(p.name for p in plan.delete)
+            print(f"overwrite_output_dir: deleted {names} from {output_dir}", flush=True)
+        resolved = resolve_resume(plan.checkpoint or resume, output_dir, is_main_process=True)
+    PartialState().wait_for_everyone()
+    if not main:
+        resolved = resolve_resume(plan.checkpoint or resume, output_dir, is_main_process=False)
     plan.checkpoint = resolved
     if resolved is None:
         plan.step = None
