@@ -81,6 +81,7 @@ def run_eval(job: EvalJob) -> dict[str, dict]:
     # Every output is checked before the model loads: a refused resume costs nothing.
     finished = [_finished(out, job.resume, key, rows, indices) for out, key, rows, indices
                 in zip(outs, keys, all_rows, selections)]
+    state.wait_for_everyone()  # every process has read the partial files before any writes to them
     model = load_model(job.model, device=state.device).eval()
     results: dict[str, dict] = {}
     for name, data_dir, rows, indices, out, key, done in zip(names, job.data, all_rows, selections, outs, keys, finished):
