@@ -81,13 +81,15 @@ def run_eval(job: EvalJob) -> dict[str, dict]:
     # Every output is checked before the model loads: a refused resume costs nothing.
     finished = [_finished(out, job.resume, key, rows, indices) for out, key, rows, indices
                 in zip(outs, keys, all_rows, selections)]
+    if state.is_main_process:  # before any prediction, so partial files never exist without their key
+        for out, key in zip(outs, keys):
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / EVAL_KEY, json.dumps(key, indent=2) + "\n")
     state.wait_for_everyone()  # every process has read the partial files before any writes to them
     model = load_model(job.model, device=state.device).eval()
     results: dict[str, dict] = {}
-    for name, data_dir, rows, indices, out, key, done in zip(names, job.data, all_rows, selections, outs, keys, finished):
+    for name, data_dir, rows, indices, out, done in zip(names, job.data, all_rows, selections, outs, finished):
         out.mkdir(parents=True, exist_ok=True)
-        if state.is_main_process:
-            atomic_write_text(out / EVAL_KEY, json.dumps(key, indent=2) + "\n")
         todo = [i for i in indices if i not in done][state.process_index :: state.num_processes]
         partial = out / f"predictions.partial.rank{state.process_index}.jsonl"
         _keep_whole_lines(partial, resume=job.resume)
