@@ -38,6 +38,8 @@ import shutil
 import time
 from pathlib import Path
 
+from vlm_grpo.files import atomic_write_text
+
 #: The policy ``vlm-grpo demo`` starts from (made by ``vlm-grpo demo --make-policy``).
 SHIPPED_POLICY = Path(__file__).resolve().parent.parent / "assets" / "demo_policy"
 
@@ -161,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     plot_rewards(grpo / "training_log.json", out / "rewards.png")
     summary = {"metric": "mean_iou", "before": before, "after": after, "seconds": stages.seconds, "seed": args.seed,
                "data_seed": args.data_seed, "quick": args.quick, "policy": str(args.policy), "plan": dataclasses.asdict(plan)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     print_table(before["metrics"], after["metrics"], stages.seconds)
     print(f"\nreports: {out / 'eval_before' / 'report.html'}, {out / 'eval_after' / 'report.html'}")
     print(f"reward curve: {out / 'rewards.png'}; summary: {out / 'summary.json'}")
@@ -198,6 +200,7 @@ def export_bf16(checkpoint: Path, target: Path) -> None:
     """A copy of ``checkpoint`` with bf16 weights and only the files a user needs to load it."""
     import torch
 
+    from vlm_grpo.files import save_pretrained_atomically
     from vlm_grpo.modeling import load_model
 
     remove_model_folder(target)
@@ -205,7 +208,7 @@ def export_bf16(checkpoint: Path, target: Path) -> None:
     for path in checkpoint.iterdir():
         if path.is_file() and path.suffix in (".json", ".jinja") and path.name not in TRAINING_STATE:
             shutil.copy2(path, target / path.name)
-    load_model(str(checkpoint), dtype=torch.bfloat16, device="cpu").save_pretrained(target)
+    save_pretrained_atomically(target, load_model(str(checkpoint), dtype=torch.bfloat16, device="cpu"))
 
 
 def check_model_folder(folder: Path) -> None:
