@@ -732,3 +732,46 @@ def test_random_folders_under_prep_overwrite(tmp_path, capsys):
                command=".venv/bin/python -m pytest -q -m slow tests/test_no_data_loss.py",
                notes="200 folders: empty, a packed dataset, a train/val split or a thesis, half of them with one thing "
                      "added (a file, a folder, a foreign manifest, a foreign image name, a symlink) anywhere inside.")
+
+
+@pytest.mark.slow
+def test_random_damage_to_a_weights_file(tiny_dir, tmp_path):
+    import random
+    import time
+    from collections import Counter
+
+    from reliability_figures import write_area
+
+    from vlm_grpo.modeling import CheckpointError, load_model
+
+    model = _copy(tiny_dir, tmp_path / "model")
+    whole = (model / "model.safetensors").read_bytes()
+    header = int.from_bytes(whole[:8], "little")
+    rng, started, tally = random.Random("weights-damage"), time.perf_counter(), Counter()
+    damages = {
+        "cut at a random byte": lambda b: b[: rng.randrange(len(b))],
+        "junk appended": lambda b: b + bytes(rng.randrange(1, 100)),
+        "random header length": lambda b: rng.randrange(1 << 20).to_bytes(8, "little") + b[8:],
+        "one header byte changed": lambda b: (lambda j: b[:j] + bytes([rng.randrange(256)]) + b[j + 1:])(
+            rng.randrange(8, 8 + header)),
+        "one tensor byte flipped": lambda b: (lambda j: b[:j] + bytes([b[j] ^ 0xFF]) + b[j + 1:])(
+            rng.randrange(8 + header, len(b))),
+    }
+    for i in range(150):
+        name = rng.choice(sorted(damages))
+        damaged = damages[name](whole)
+        (model / "model.safetensors").write_bytes(damaged)
+        try:
+            load_model(str(model), device="cpu")
+            outcome = "loaded (the damage is in tensor values or header padding: not detectable from the header)"
+            assert len(damaged) == len(whole), f"#{i} {name}: a file of another length loaded"
+        except CheckpointError as err:
+            assert str(model / "model.safetensors") in str(err)
+            outcome = "CheckpointError naming the file"
+        tally[name, outcome] += 1
+    rows = [{"case": f"model.safetensors: {name}", "tried": n, "outcome": outcome}
+            for (name, outcome), n in sorted(tally.items())]
+    write_area("weights_damage", "Damaged weights files", rows, wall_s=time.perf_counter() - started,
+               command=".venv/bin/python -m pytest -q -m slow tests/test_no_data_loss.py",
+               notes="150 damaged copies of the tiny model's model.safetensors loaded with load_model (what eval and "
+                     "train use): no raw SafetensorError; every file of the wrong length is refused naming it.")

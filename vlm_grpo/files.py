@@ -44,10 +44,12 @@ def sampled_sha256(path: Path, *, every: int = 1 << 20, block: int = 4096) -> st
 def safetensors_problem(path: Path) -> str | None:
     """Why ``path`` is not a whole safetensors file (cut short, torn header), or None. Reads the header only.
 
-    The format is an 8-byte little-endian header length, a JSON header whose ``data_offsets`` say
-    where each tensor lies, then the tensor bytes: a whole file ends exactly where the last one does.
+    The format is an 8-byte little-endian header length, a JSON header giving each tensor's
+    ``dtype``, ``shape`` and ``data_offsets``, then the tensor bytes back to back: in a whole
+    file each tensor has ``prod(shape) x itemsize`` bytes and the last one ends at the end.
     """
     import json
+    import math
 
     path = Path(path)
     size = path.stat().st_size
@@ -59,12 +61,25 @@ def safetensors_problem(path: Path) -> str | None:
             return f"its header announces {length} bytes of metadata, more than the {size} bytes the file has"
         try:
             header = json.loads(handle.read(length))
-            end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+            spans = sorted(
+                (int(t["data_offsets"][0]), int(t["data_offsets"][1]), name, t["dtype"], [int(d) for d in t["shape"]])
+                for name, t in header.items() if name != "__metadata__"
+            )
         except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             return "its header is not the JSON table of tensors safetensors writes"
+    end = 0
+    for begin, stop, name, dtype, shape in spans:
+        itemsize = _ITEMSIZE.get(dtype)
+        if begin != end or (itemsize is not None and stop - begin != math.prod(shape) * itemsize):
+            return f"its header's entry for {name} does not fit the tensors before it or its own shape"
+        end = stop
     if 8 + length + end != size:
         return f"it has {size} bytes but its header describes {8 + length + end}"
     return None
+
+
+_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+             "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 
 
 def save_pretrained_atomically(output_dir: str | Path, *objects) -> None:
