@@ -600,10 +600,12 @@ def test_sigkill_loop_resumes_from_the_last_complete_checkpoint_and_ends_with_th
             assert code == 0, text[-3000:]
         elif code != 0:
             assert code == -signal.SIGKILL, f"run {i} ({moment}) exited {code}\n{text[-3000:]}"
-        # every folder that carries a marker still matches it
+        # every folder that carries a marker still matches it, and all are of one run (resumes keep its id)
         for folder in out.glob("checkpoint-*"):
             if (folder / MARKER).exists():
                 assert incomplete_reason(folder) is None, folder
+        run_ids = {json.loads((f / MARKER).read_text())["run_id"] for f in out.glob("checkpoint-*") if (f / MARKER).exists()}
+        assert len(run_ids) <= 1, f"run {i}: checkpoints of several runs {run_ids} in {out}"
         if code == 0:
             break
 
