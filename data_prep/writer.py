@@ -4,7 +4,9 @@
 file system, so the final ``rename`` is atomic); the caller fills it; on success it is
 renamed into place, on any exception (``KeyboardInterrupt`` included) it is deleted.
 With ``overwrite`` an existing output is moved aside only once the new one is complete,
-and restored if the final rename fails. :func:`write_records_and_manifest` writes the
+and restored if the final rename fails. Only a packed dataset is ever replaced
+(:func:`replace_problem`): an empty folder, one packed dataset, or the ``train``/``val``
+pair a split writes; any other folder is refused, naming the entry that is not prep's. :func:`write_records_and_manifest` writes the
 two text files of one packed dataset into such a directory.
 """
 
@@ -21,7 +23,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from data_prep.packed import FORMAT_VERSION, MANIFEST_FILE, RECORDS_FILE, PrepError, Record
+from data_prep.packed import (
+    CONTENT_NAME, FORMAT_VERSION, IMAGES_DIR, MANIFEST_FILE, RECORDS_FILE, PrepError, Record, parse_json,
+)
 
 CREATED_BY = "vlm-grpo data_prep"
 #: Characters of the output's name kept in its temp and backup siblings' names, so that an
@@ -83,15 +87,70 @@ def output_error_message(
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"{flag} {output}: cannot write {name} ({reason}); choose a {flag} you may write to"
     return f"{flag} {output}: cannot write {name} ({reason}).{kept}"
+SPLITS = ("train", "val")
 
 
 def check_output(output: Path, *, overwrite: bool) -> None:
-    """Refuse an output that exists (without ``overwrite``) or is not a directory."""
+    """Refuse an output that exists (without ``overwrite``), is not a directory, or is not a packed dataset."""
     if output.is_symlink() or output.exists():
         if not output.is_dir() or output.is_symlink():
             raise PrepError(f"output {output} exists and is not a directory; choose another --output")
         if not overwrite:
             raise PrepError(f"output directory {output} already exists; pass --overwrite to replace it")
+        problem = replace_problem(output)
+        if problem:
+            raise PrepError(
+                f"--overwrite only replaces a packed dataset, and {output} is not one: {problem}. Nothing was "
+                "changed; choose another --output, or move that folder away yourself if it really is to go"
+            )
+
+
+def replace_problem(output: Path) -> str | None:
+    """Why ``--overwrite`` must not replace the existing folder ``output``, or None when it may.
+
+    It may replace an empty folder, a packed dataset of this format (:func:`packed_problem`),
+    or a folder holding exactly the ``train`` and ``val`` packed datasets of a split.
+    """
+    names = sorted(p.name for p in output.iterdir())
+    if not names:
+        return None
+    if MANIFEST_FILE in names or not set(names) <= set(SPLITS):
+        return packed_problem(output)
+    for name in names:
+        problem = packed_problem(output / name)
+        if problem:
+            return f"{name}/ holds something else ({problem})"
+    return None
+
+
+def packed_problem(directory: Path) -> str | None:
+    """Why ``directory`` is not a packed dataset exactly as prep writes it, or None.
+
+    Looked at: ``manifest.json`` (this :data:`FORMAT_VERSION`, ``created_by`` prep), and that
+    nothing else is there but ``records.jsonl`` and ``images/`` of content-named files.
+    The records and images themselves are not read.
+    """
+    if directory.is_symlink() or not directory.is_dir():
+        return f"{directory.name} is not a folder"
+    manifest_path = directory / MANIFEST_FILE
+    if not manifest_path.is_file() or manifest_path.is_symlink():
+        return f"it has no {MANIFEST_FILE}"
+    try:
+        manifest = parse_json(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"its {MANIFEST_FILE} is unreadable ({exc})"
+    if not isinstance(manifest, dict) or manifest.get("created_by") != CREATED_BY:
+        return f"its {MANIFEST_FILE} was not written by `vlm-grpo prep`"
+    if manifest.get("format_version") != FORMAT_VERSION:
+        return f"its {MANIFEST_FILE} has format_version {manifest.get('format_version')!r}, not {FORMAT_VERSION}"
+    for path in sorted(directory.iterdir()):
+        if path.name == IMAGES_DIR and path.is_dir() and not path.is_symlink():
+            for image in sorted(path.iterdir()):
+                if not CONTENT_NAME.match(image.name) or image.is_symlink() or not image.is_file():
+                    return f"{IMAGES_DIR}/{image.name} is not an image prep stored"
+        elif path.name not in (MANIFEST_FILE, RECORDS_FILE) or path.is_symlink() or not path.is_file():
+            return f"it holds {path.name}, which prep does not write"
+    return None
 
 
 @contextmanager

@@ -296,7 +296,8 @@ def _train(argv, resume=None, stop_at=None):
             if state.global_step == stop_at:  # before this step's checkpoint is written
                 raise Interrupted
 
-    trainer, _ = build_grpo_trainer(*parse(GRPOConfig, GRPO_DEFAULTS, argv))
+    keys = [*argv, "--resume_from_checkpoint", resume] if resume else argv
+    trainer, _ = build_grpo_trainer(*parse(GRPOConfig, GRPO_DEFAULTS, keys))
     if stop_at:
         trainer.add_callback(StopAt())
     try:
@@ -461,8 +462,8 @@ def atomic(path, text):
 ck.atomic_write_text = atomic
 
 real_mark = ck.mark_complete
-def mark(folder, step):
-    real_mark(folder, step)
+def mark(folder, step, **kwargs):
+    real_mark(folder, step, **kwargs)
     event(f"complete {step}")
     phase("after-save")
 ck.mark_complete = mark
@@ -599,10 +600,12 @@ def test_sigkill_loop_resumes_from_the_last_complete_checkpoint_and_ends_with_th
             assert code == 0, text[-3000:]
         elif code != 0:
             assert code == -signal.SIGKILL, f"run {i} ({moment}) exited {code}\n{text[-3000:]}"
-        # every folder that carries a marker still matches it
+        # every folder that carries a marker still matches it, and all are of one run (resumes keep its id)
         for folder in out.glob("checkpoint-*"):
             if (folder / MARKER).exists():
                 assert incomplete_reason(folder) is None, folder
+        run_ids = {json.loads((f / MARKER).read_text())["run_id"] for f in out.glob("checkpoint-*") if (f / MARKER).exists()}
+        assert len(run_ids) <= 1, f"run {i}: checkpoints of several runs {run_ids} in {out}"
         if code == 0:
             break
 

@@ -110,8 +110,10 @@ def test_resume_continues_at_the_saved_step(tiny_dir, rec_data, tmp_path):
     trainer, _ = _build(_grpo_argv(tiny_dir, rec_data, out, "--max_steps", "2", "--save_steps", "1"))
     run_training(trainer, None)
     assert (out / "checkpoint-1").is_dir() and (out / "checkpoint-2").is_dir()
-    resumed, _ = _build(_grpo_argv(tiny_dir, rec_data, out, "--max_steps", "3", "--save_steps", "1"))
-    summary = run_training(resumed, str(out / "checkpoint-2"))
+    resume = str(out / "checkpoint-2")  # in the keys too: a run without it is refused in a used output_dir
+    resumed, _ = _build(_grpo_argv(tiny_dir, rec_data, out, "--max_steps", "3", "--save_steps", "1",
+                                   "--resume_from_checkpoint", resume))
+    summary = run_training(resumed, resume)
     assert summary["steps"] == 3
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3

@@ -17,7 +17,11 @@ resume path before ``trainer.train``):
   (temp file, fsync, rename, fsync of the folder), listing each file and its size.
 - It also takes over rotation: the trainer's own ``save_total_limit`` is set to ``None`` and old
   checkpoints are removed only after the new one is marked, each renamed first so that a kill
-  during the removal never leaves a half-deleted ``checkpoint-N``.
+  during the removal never leaves a half-deleted ``checkpoint-N``. The Trainer's rotation
+  protects the highest-numbered checkpoint, which in a reused ``output_dir`` is another run's,
+  and so deletes the one just written; this one never removes the checkpoint just written,
+  and counts and removes only checkpoints of the run being trained (the run id in their
+  marker; which run may use which ``output_dir`` is :mod:`vlm_grpo.runs`).
 - :func:`resolve_resume` turns ``true`` / ``auto`` into the newest checkpoint whose marker is
   present and whose files still match it. Newer folders without one are moved aside to
   ``incomplete-checkpoint-N``, with a log line naming each and why.
@@ -109,8 +113,15 @@ def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
     return None
 
 
-def mark_complete(folder: str | Path, step: int) -> None:
-    """Flush every file of ``folder`` to disk, then write its completion marker atomically."""
+def marker_of(folder: str | Path) -> dict | None:
+    """The completion marker of a complete checkpoint, or ``None`` when it is not complete."""
+    if incomplete_reason(folder) is not None:
+        return None
+    return json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+
+
+def mark_complete(folder: str | Path, step: int, run_id: str | None = None) -> None:
+    """Flush every file of ``folder`` to disk, then write its completion marker (with ``run_id``) atomically."""
     folder = Path(folder)
     files = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MARKER):
@@ -118,7 +129,7 @@ def mark_complete(folder: str | Path, step: int) -> None:
         files[path.relative_to(folder).as_posix()] = path.stat().st_size
     for sub in sorted({p.parent for p in folder.rglob("*")} | {folder}):
         _fsync_path(sub)
-    record = {"global_step": step, "files": files, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    record = {"global_step": step, "run_id": run_id, "files": files, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     atomic_write_text(folder / MARKER, json.dumps(record, indent=1) + "\n")
     _fsync_path(folder)  # the rename itself must reach the disk
 
@@ -139,16 +150,30 @@ def remove_checkpoint(folder: Path) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
 
 
-def rotate(output_dir: str | Path, keep: int | None, protect: str | Path | None = None) -> list[Path]:
-    """Remove the oldest complete checkpoints beyond ``keep``; ``protect`` (the best one) stays. Returns the removed."""
+def rotate(
+    output_dir: str | Path,
+    keep: int | None,
+    protect: str | Path | None = None,
+    written: str | Path | None = None,
+    run_id: str | None = None,
+) -> list[Path]:
+    """Remove the oldest complete checkpoints beyond ``keep``. Returns the removed.
+
+    Never removed: ``written`` (the checkpoint just written), ``protect`` (the best one) and the
+    newest complete one. With ``run_id``, only that run's checkpoints are counted and removed.
+    """
     for leftover in Path(output_dir).glob(DELETING_PREFIX + "checkpoint-*"):
         shutil.rmtree(leftover, ignore_errors=True)
     if not keep or keep <= 0:
         return []
-    complete = [folder for _, folder in checkpoints_in(output_dir) if incomplete_reason(folder) is None]
+    complete = [
+        folder for _, folder in checkpoints_in(output_dir)
+        if (marker := marker_of(folder)) is not None and (run_id is None or marker.get("run_id") == run_id)
+    ]
     protected = {complete[-1].resolve()} if complete else set()
-    if protect is not None and Path(protect).is_dir():
-        protected.add(Path(protect).resolve())
+    for folder in (protect, written):
+        if folder is not None and Path(folder).is_dir():
+            protected.add(Path(folder).resolve())
     removed = []
     excess = len(complete) - max(keep, len(protected))
     for folder in complete:
@@ -162,10 +187,14 @@ def rotate(output_dir: str | Path, keep: int | None, protect: str | Path | None 
 
 
 class CompletionMarker(TrainerCallback):
-    """Marks each checkpoint complete once written, then rotates old ones (in place of the Trainer's rotation)."""
+    """Marks each checkpoint complete once written, then rotates old ones (in place of the Trainer's rotation).
 
-    def __init__(self, save_total_limit: int | None) -> None:
+    ``run_id`` (set by :func:`vlm_grpo.runs.start_run` before training) goes into every marker.
+    """
+
+    def __init__(self, save_total_limit: int | None, run_id: str | None = None) -> None:
         self.save_total_limit = save_total_limit
+        self.run_id = run_id
 
     def on_save(self, args, state, control, **kwargs):
         from accelerate import PartialState
@@ -174,8 +203,8 @@ class CompletionMarker(TrainerCallback):
         PartialState().wait_for_everyone()
         if args.should_save:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            mark_complete(folder, state.global_step)
-            rotate(args.output_dir, self.save_total_limit, state.best_model_checkpoint)
+            mark_complete(folder, state.global_step, run_id=self.run_id)
+            rotate(args.output_dir, self.save_total_limit, state.best_model_checkpoint, written=folder, run_id=self.run_id)
         PartialState().wait_for_everyone()
 
 
@@ -250,7 +279,9 @@ def resolve_resume(value, output_dir: str | Path, is_main_process: bool = True) 
     ``latest`` / ``auto`` pick the newest complete checkpoint in ``output_dir``; the main process
     moves newer half-written folders aside (``incomplete-checkpoint-N``) so that nothing, the
     Trainer's own look-ups included, takes them for the latest. A folder given by path is used as
-    it is, with a warning when it has no completion marker.
+    it is, with a warning when it has no completion marker; half-written folders of ``output_dir``
+    after its step are moved aside the same way (the resumed run would write into them). Which
+    run's checkpoints may be taken is :mod:`vlm_grpo.runs`.
     """
     value = resume_arg(value)
     if value is None:
@@ -259,6 +290,12 @@ def resolve_resume(value, output_dir: str | Path, is_main_process: bool = True) 
         reason = incomplete_reason(value)
         if reason is not None:
             logger.warning("resuming from %s although %s; it may be incomplete", value, reason)
+        match = _CHECKPOINT.match(Path(value).name)
+        resumed_step = int(match.group(1)) if match else (marker_of(value) or {}).get("global_step")
+        if resumed_step is not None and is_main_process:
+            for step, folder in checkpoints_in(output_dir):
+                if step > resumed_step and incomplete_reason(folder) is not None:
+                    _move_aside(folder)
         return value
     found = checkpoints_in(output_dir)
     chosen = last_complete_checkpoint(output_dir)
@@ -273,11 +310,15 @@ def resolve_resume(value, output_dir: str | Path, is_main_process: bool = True) 
     chosen_step = -1 if chosen is None else int(_CHECKPOINT.match(chosen.name).group(1))
     for step, folder in found:
         if step > chosen_step and is_main_process:
-            aside = folder.with_name(INCOMPLETE_PREFIX + folder.name)
-            logger.warning("skipped %s: %s; moved it to %s", folder, incomplete_reason(folder), aside.name)
-            shutil.rmtree(aside, ignore_errors=True)
-            folder.rename(aside)
+            _move_aside(folder)
     return None if chosen is None else str(chosen)
+
+
+def _move_aside(folder: Path) -> None:
+    aside = folder.with_name(INCOMPLETE_PREFIX + folder.name)
+    logger.warning("skipped %s: %s; moved it to %s", folder, incomplete_reason(folder), aside.name)
+    shutil.rmtree(aside, ignore_errors=True)
+    folder.rename(aside)
 
 
 def restore_model_weights(trainer, checkpoint: str | Path) -> bool:

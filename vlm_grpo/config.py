@@ -116,6 +116,17 @@ class RewardArguments:
     )
 
 
+@dataclasses.dataclass
+class RunArguments:
+    """What a run may do with an output_dir that already holds another run's output (see ``vlm_grpo.runs``)."""
+
+    overwrite_output_dir: bool = dataclasses.field(
+        default=False,
+        metadata={"help": "Delete another run's checkpoints and rollout logs in output_dir before starting "
+                          "(without it, a fresh run there is an error)."},
+    )
+
+
 # Published recipe defaults (VLM-R1 / R1-V) where TRL's differ. A YAML file or the command line overrides them.
 # loss_type grpo: each completion's token losses are averaged, then the completions (VLM-R1's and R1-V's loss;
 # TRL 1.16 defaults to dapo, averaging over all tokens of the batch, which weighs long completions more).
@@ -155,16 +166,18 @@ def parse(config_cls, defaults: dict, argv: list[str] | None):
 
     import torch
 
-    parser = TrlParser((config_cls, ModelConfig, DataArguments, VisionArguments, RewardArguments))
+    parser = TrlParser((config_cls, ModelConfig, DataArguments, VisionArguments, RewardArguments, RunArguments))
     # Mixed precision only where it pays: TRL turns bf16 on by default, which on CPU is slow autocast.
     parser.set_defaults_with_config(**{"bf16": torch.cuda.is_available(), **defaults})
-    return parser.parse_args_and_config(args=argv)
+    *parsed, run_args = parser.parse_args_and_config(args=argv)
+    parsed[0].overwrite_output_dir = run_args.overwrite_output_dir  # read with the other output_dir keys
+    return tuple(parsed)
 
 
 def project_keys_help() -> str:
     """The project's own keys with their help, for `vlm-grpo train --help`."""
     lines = ["project keys (TRL's GRPOConfig/SFTConfig and ModelConfig keys are accepted too):"]
-    for cls in (DataArguments, VisionArguments, RewardArguments):
+    for cls in (DataArguments, VisionArguments, RewardArguments, RunArguments):
         for f in dataclasses.fields(cls):
             lines.append(f"  --{f.name:<22} {f.metadata.get('help', '')}")
     return "\n".join(lines)

@@ -4,7 +4,8 @@ Correctness comes from ``rewards.judge`` (the function the rewards are built on)
 so training and evaluation can never disagree on what "correct" means. Prompts
 come from the same templates as training. Batches are sorted by prompt length so
 they are not mostly padding; a batch that fails to generate is retried one sample
-at a time, and a sample that still fails is recorded with its error.
+at a time, and a sample that still fails is recorded with its error. So is a sample whose
+image cannot be read; an image changed after prep (``changed_image``) stops the run instead.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 import rewards
+from data_prep.packed import PrepError
 from vlm_grpo.data import RowSet
 from vlm_grpo.generation import generate
 from vlm_grpo.metrics import compute_metrics
@@ -102,7 +104,7 @@ def evaluate_rows(
     order = length_order(rows, indices)
     predictions: list[dict] = []
     correct = 0
-    # closed on errors too, so that an `error:` line printed after it is a line of its own
+    # closed on an error too, so the `error:` line that follows starts a line of its own
     with tqdm(total=len(order), desc=desc, disable=not progress, dynamic_ncols=True) as bar:
         for start in range(0, len(order), settings.batch_size):
             chunk = order[start : start + settings.batch_size]
@@ -122,6 +124,11 @@ def _predict_chunk(model, processor, rows: RowSet, chunk: list[int], settings: E
     for i in chunk:
         try:
             batch.append((i, rows.row(i)))
+        except PrepError as err:
+            if err.reason == "changed_image":  # the dataset no longer matches its records: no score can be trusted
+                raise
+            row = rows.row(i, with_images=False)
+            made.append(judge_row(row, "", i, error=f"{type(err).__name__}: {err}"))
         except Exception as err:  # an unreadable image: recorded, the run goes on
             row = rows.row(i, with_images=False)
             made.append(judge_row(row, "", i, error=f"{type(err).__name__}: {err}"))

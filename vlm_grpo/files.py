@@ -1,5 +1,6 @@
-"""Small file helpers: writes that never leave a half-written file behind, strict JSON text,
-output folders whose problems (a full disk, a path that cannot be made) are one line."""
+"""Small file helpers: writes that never leave a half-written file behind (text, saved models), strict
+JSON text, output folders whose problems (a full disk, a path that cannot be made) are one line, a cheap
+file fingerprint, and a check that a safetensors file is whole."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 from data_prep.writer import output_error_message
@@ -71,3 +73,108 @@ def output_errors_explained(output: str | Path, flag: str, *, kept: str = "", ag
         raise OutputError(
             output_error_message(err, Path(output).absolute(), flag=flag, kept=kept, again=again)
         ) from err
+def sampled_sha256(path: Path, *, every: int = 1 << 20, block: int = 4096) -> str:
+    """sha256 of a file's size, its first 64 KiB, one ``block`` every ``every`` bytes and its last ``block``.
+
+    A fingerprint of large files (model weights) that reads ~0.4% of them: two different
+    checkpoints differ in it with near certainty, a single edited byte may not.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    size = Path(path).stat().st_size
+    digest.update(str(size).encode())
+    with open(path, "rb") as handle:
+        digest.update(handle.read(1 << 16))
+        for offset in [*range(every, size, every), max(size - block, 0)]:
+            handle.seek(offset)
+            digest.update(handle.read(block))
+    return digest.hexdigest()
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole safetensors file (cut short, torn header), or None. Reads the header only.
+
+    The format is an 8-byte little-endian header length, a JSON header giving each tensor's
+    ``dtype``, ``shape`` and ``data_offsets``, then the tensor bytes back to back: in a whole
+    file each tensor has ``prod(shape) x itemsize`` bytes and the last one ends at the end.
+    """
+    import json
+    import math
+
+    path = Path(path)
+    size = path.stat().st_size
+    if size < 8:
+        return f"it has {size} bytes, fewer than a safetensors header needs"
+    with open(path, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        if 8 + length > size:
+            return f"its header announces {length} bytes of metadata, more than the {size} bytes the file has"
+        try:
+            header = json.loads(handle.read(length))
+            spans = sorted(
+                (int(t["data_offsets"][0]), int(t["data_offsets"][1]), name, t["dtype"], [int(d) for d in t["shape"]])
+                for name, t in header.items() if name != "__metadata__"
+            )
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            return "its header is not the JSON table of tensors safetensors writes"
+    end = 0
+    for begin, stop, name, dtype, shape in spans:
+        itemsize = _ITEMSIZE.get(dtype)
+        if begin != end or (itemsize is not None and stop - begin != math.prod(shape) * itemsize):
+            return f"its header's entry for {name} does not fit the tensors before it or its own shape"
+        end = stop
+    if 8 + length + end != size:
+        return f"it has {size} bytes but its header describes {8 + length + end}"
+    return None
+
+
+_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+             "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+def save_pretrained_atomically(output_dir: str | Path, *objects) -> None:
+    """``save_pretrained`` each object into ``output_dir`` so that a kill never leaves a torn file there.
+
+    Everything is written into a temporary folder inside ``output_dir`` (same file system) and
+    flushed to disk; then each file is renamed into place, so a reader sees every file either
+    old or new and whole. Weight files of an earlier save that this one does not write (another
+    shard count) are removed last. A leftover temporary folder of a killed save is removed first.
+    """
+    import secrets
+    import shutil
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in output_dir.glob(f"{_SAVING_PREFIX}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    tmp = output_dir / f"{_SAVING_PREFIX}{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        for obj in objects:
+            obj.save_pretrained(tmp)
+        written = sorted(p.relative_to(tmp) for p in tmp.rglob("*") if p.is_file())
+        for rel in written:
+            _fsync(tmp / rel)
+        for rel in written:
+            (output_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp / rel, output_dir / rel)
+        names = {rel.as_posix() for rel in written}
+        for path in output_dir.iterdir():
+            if path.is_file() and path.name not in names and _WEIGHT_FILE.match(path.name):
+                path.unlink()
+        _fsync(output_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+_SAVING_PREFIX = ".saving-"
+_WEIGHT_FILE = re.compile(r"^(model|pytorch_model|adapter_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?$")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -217,18 +217,36 @@ def load_model(
     revision: str = "main",
     trust_remote_code: bool = False,
 ):
-    """Load a supported vision-language model for conditional generation."""
+    """Load a supported vision-language model for conditional generation.
+
+    When loading a local folder fails and one of its ``*.safetensors`` files is not whole (a save
+    or copy cut short), the error is a :class:`CheckpointError` naming that file.
+    """
     from transformers import AutoModelForImageTextToText
+
+    from vlm_grpo.files import safetensors_problem
 
     device = torch.device(device) if device is not None else default_device()
     load_config(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
-    model = AutoModelForImageTextToText.from_pretrained(
-        name_or_path,
-        revision=revision,
-        dtype=resolve_dtype(dtype, device),
-        attn_implementation=attn_implementation or default_attention(device),
-        trust_remote_code=trust_remote_code,
-    )
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(
+            name_or_path,
+            revision=revision,
+            dtype=resolve_dtype(dtype, device),
+            attn_implementation=attn_implementation or default_attention(device),
+            trust_remote_code=trust_remote_code,
+        )
+    except Exception as err:
+        folder = Path(name_or_path).expanduser()
+        for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+            problem = safetensors_problem(path)
+            if problem:
+                raise CheckpointError(
+                    f"{path} is truncated or corrupt: {problem} (a save or copy was cut short). Copy or save the "
+                    "model again, or point --model / model_name_or_path at an intact one (the complete "
+                    "checkpoint-N folders of a training run hold whole copies)"
+                ) from err
+        raise
     return model.to(device)
 
 

@@ -52,8 +52,10 @@ def build_sft_trainer(args, model_args, data_args, vision_args):
     from trl import SFTTrainer
 
     from vlm_grpo.modeling import lora_config
+    from vlm_grpo.runs import overwrite_of, plan_run
     from vlm_grpo.train import _use_compact_progress, load_policy, prepare
 
+    plan_run(args.output_dir, args.resume_from_checkpoint, overwrite_of(args))  # refused before the model loads
     prepared = prepare(args, model_args, data_args, vision_args)
     model = load_policy(model_args, vision_args)
     trainer = SFTTrainer(

@@ -272,8 +272,7 @@ def build_tiny(output: str | Path | None = None, spec: TinySpec = TinySpec()):
     )
     processor = build_processor(tokenizer, spec)
     if output is not None:
-        output = Path(output)
-        output.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(output)
-        processor.save_pretrained(output)
+        from vlm_grpo.files import save_pretrained_atomically
+
+        save_pretrained_atomically(output, model, processor)  # `tiny --overwrite` killed: old files stay whole
     return model, processor

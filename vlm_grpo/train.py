@@ -24,14 +24,14 @@ from vlm_grpo.checkpoints import (
     disk_full_error,
     make_crash_safe,
     mismatch_warning_hidden,
-    resolve_resume,
     restore_model_weights,
 )
 from vlm_grpo.config import DataArguments, RewardArguments, VisionArguments
 from vlm_grpo.data import RowSet, build_rows
-from vlm_grpo.files import atomic_write_text
+from vlm_grpo.files import atomic_write_text, save_pretrained_atomically
 from vlm_grpo.modeling import family_of, freeze_vision, load_config, load_model, load_processor, lora_config
 from vlm_grpo.prompts import merged_templates
+from vlm_grpo.runs import overwrite_of, plan_run, start_run
 from vlm_grpo.speed.features import FeatureStatus, enable_speed_features
 
 logger = logging.getLogger(__name__)
@@ -120,6 +120,7 @@ def build_grpo_trainer(args, model_args, data_args, vision_args, reward_args):
     reward_funcs = resolve_rewards(reward_args, args.reward_weights)
     check_save_steps(args)
     eval_by_epoch = _take_over_evaluation(args, data_args)
+    plan_run(args.output_dir, args.resume_from_checkpoint, overwrite_of(args))  # refused before the model loads
     prepared = prepare(args, model_args, data_args, vision_args)
     recorder = RolloutRecorder(args.output_dir, reward_args.rollout_log_steps, rank=args.process_index)
     reward_funcs = [recorder.wrap(f, first=i == 0) for i, f in enumerate(reward_funcs)]
@@ -181,18 +182,24 @@ def run_training(trainer, resume, kind: str = "GRPO", run_info: dict | None = No
     ``training_log.json`` holds the trainer's log history, after ``run_info`` (see ``Prepared.run_info``) when given.
 
     ``resume`` is ``resume_from_checkpoint``: ``true`` and ``auto`` resume from the newest
-    *complete* checkpoint (see ``vlm_grpo.checkpoints``); a full disk becomes a ``DiskFullError``
+    *complete* checkpoint (see ``vlm_grpo.checkpoints``) of the run ``output_dir`` holds, and a
+    fresh run refuses an ``output_dir`` holding another run's output unless
+    ``overwrite_output_dir`` (see ``vlm_grpo.runs``); a full disk becomes a ``DiskFullError``
     that says which checkpoint is intact.
     """
     start = time.perf_counter()
     output_dir = Path(trainer.args.output_dir)
     make_crash_safe(trainer)
-    checkpoint = resolve_resume(resume, output_dir, is_main_process=trainer.is_world_process_zero())
-    if checkpoint and trainer.is_world_process_zero():
-        print(f"resuming from {checkpoint}", flush=True)
+    checkpoint = start_run(trainer, resume, overwrite=overwrite_of(trainer.args)).checkpoint
     restored = bool(checkpoint) and restore_model_weights(trainer, checkpoint)
-    with _disk_full_explained(output_dir), mismatch_warning_hidden(restored):
-        trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        with _disk_full_explained(output_dir), mismatch_warning_hidden(restored):
+            trainer.train(resume_from_checkpoint=checkpoint)
+    finally:  # on an error too, so the `error:` line that follows starts a line of its own
+        for callback in trainer.callback_handler.callbacks:
+            if isinstance(callback, ProgressBar) and callback.bar is not None:
+                callback.bar.close()
+                callback.bar = None
     with _disk_full_explained(output_dir, final_save=True):
         save_final(trainer, output_dir)
         if trainer.is_world_process_zero():
@@ -226,11 +233,15 @@ def _disk_full_explained(output_dir: Path, final_save: bool = False):
 
 
 def save_final(trainer, output_dir: Path) -> None:
-    """Save a plain (LoRA-merged) model and the processor, loadable by `vlm-grpo eval` and transformers."""
+    """Save a plain (LoRA-merged) model and the processor, loadable by `vlm-grpo eval` and transformers.
+
+    Written into a temporary folder first and renamed into place file by file
+    (:func:`~vlm_grpo.files.save_pretrained_atomically`): a kill or a full disk during the save
+    leaves the previous files whole, never a truncated ``model.safetensors``.
+    """
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     if trainer.is_world_process_zero():
-        model.save_pretrained(output_dir)
-        trainer.processing_class.save_pretrained(output_dir)
+        save_pretrained_atomically(output_dir, model, trainer.processing_class)
     trainer.accelerator.wait_for_everyone()

@@ -38,6 +38,8 @@ import shutil
 import time
 from pathlib import Path
 
+from vlm_grpo.files import atomic_write_text
+
 #: The policy ``vlm-grpo demo`` starts from (made by ``vlm-grpo demo --make-policy``).
 SHIPPED_POLICY = Path(__file__).resolve().parent.parent / "assets" / "demo_policy"
 
@@ -148,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     policy, data, grpo = out / "policy", out / "data", out / "grpo"
     start = time.perf_counter()
     print(f"== policy: copying the starting checkpoint {args.policy} to {policy}", flush=True)
-    shutil.rmtree(policy, ignore_errors=True)
+    remove_model_folder(policy)
     shutil.copytree(args.policy, policy)
     stages.seconds["policy"] = round(time.perf_counter() - start, 1)
     _prep(stages, data, plan.train_records, plan.val_records, args.data_seed)
@@ -158,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
                     "--output_dir", str(grpo), "--max_steps", str(plan.grpo_steps),
                     "--num_generations", str(plan.num_generations),
                     "--per_device_train_batch_size", str(plan.prompts_per_step * plan.num_generations),
-                    "--logging_steps", "1" if args.quick else "5", "--rollout_log_steps", "50", "--save_strategy", "no", "--seed", str(args.seed),
+                    "--logging_steps", "1" if args.quick else "5", "--rollout_log_steps", "50", "--save_strategy", "no",
+                    "--seed", str(args.seed), "--overwrite_output_dir", "true",  # a demo run again into the same --output replaces its own
                     *GRPO, *COMMON])
     stages("eval_after", ["eval", "--model", str(grpo), "--output", str(out / "eval_after"), *evaluate])
     before, after = _metrics(out / "eval_before"), _metrics(out / "eval_after")
@@ -167,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
                "data_seed": args.data_seed, "quick": args.quick, "policy": str(args.policy), "plan": dataclasses.asdict(plan)}
     if args.quick:
         summary["note"] = QUICK_NOTE.format(steps=plan.grpo_steps)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     print_table(before["metrics"], after["metrics"], stages.seconds)
     if args.quick:
         print(f"\n{summary['note']}")
@@ -180,11 +183,13 @@ def make_policy(out: Path, seed: int, data_seed: int, plan: PolicyPlan) -> int:
     """Pre-train the demo's starting policy from random weights (the cold start, done once)."""
     stages = _Stages()
     tiny, data, sft, export = out / "tiny", out / "data", out / "sft", out / "policy_bf16"
+    check_model_folder(export)  # replaced at the end: refused now, not after the training
     stages("tiny", ["tiny", "--output", str(tiny), "--seed", str(seed), "--overwrite", *POLICY])
     _prep(stages, data, plan.train_records, plan.val_records, data_seed)
     stages("sft", ["sft", "--model_name_or_path", str(tiny), "--train_data", str(data / "train"),
                    "--output_dir", str(sft), "--max_steps", str(plan.sft_steps), "--logging_steps", "50",
-                   "--seed", str(seed), *SFT, *COMMON, "--save_strategy", "steps", "--save_steps", str(plan.export_step)])
+                   "--seed", str(seed), *SFT, *COMMON, "--save_strategy", "steps", "--save_steps", str(plan.export_step),
+                   "--overwrite_output_dir", "true"])
     shipped = sft / f"checkpoint-{plan.export_step}"
     stages("eval", ["eval", "--model", str(shipped), "--data", str(data / "val"), "--output", str(out / "eval"), *EVAL])
     export_bf16(shipped, export)
@@ -204,14 +209,29 @@ def export_bf16(checkpoint: Path, target: Path) -> None:
     """A copy of ``checkpoint`` with bf16 weights and only the files a user needs to load it."""
     import torch
 
+    from vlm_grpo.files import save_pretrained_atomically
     from vlm_grpo.modeling import load_model
 
-    shutil.rmtree(target, ignore_errors=True)
+    remove_model_folder(target)
     target.mkdir(parents=True)
     for path in checkpoint.iterdir():
         if path.is_file() and path.suffix in (".json", ".jinja") and path.name not in TRAINING_STATE:
             shutil.copy2(path, target / path.name)
-    load_model(str(checkpoint), dtype=torch.bfloat16, device="cpu").save_pretrained(target)
+    save_pretrained_atomically(target, load_model(str(checkpoint), dtype=torch.bfloat16, device="cpu"))
+
+
+def check_model_folder(folder: Path) -> None:
+    """Refuse to replace ``folder`` unless it is absent or a model folder (an earlier demo run's)."""
+    if (folder.exists() or folder.is_symlink()) and not (folder.is_dir() and (folder / "config.json").is_file()):
+        raise ValueError(
+            f"{folder} exists and is not a model folder from an earlier demo run, and the demo replaces it; "
+            "choose another --output, or move that folder away"
+        )
+
+
+def remove_model_folder(folder: Path) -> None:
+    check_model_folder(folder)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def print_table(before: dict, after: dict, times: dict[str, float]) -> None:
