@@ -251,8 +251,8 @@ MODEL_FAULTS = {
     "config.json not JSON": (lambda d: (d / "config.json").write_text("{"), "config.json is damaged"),
     "config.json a list": (lambda d: (d / "config.json").write_text("[]"), "config.json is damaged"),
     "no weights": (lambda d: (d / "model.safetensors").unlink(), "model.safetensors is missing"),
-    "truncated weights": (lambda d: _truncate(d / "model.safetensors"), "model.safetensors is damaged or truncated"),
-    "empty weights": (lambda d: (d / "model.safetensors").write_bytes(b""), "model.safetensors is damaged"),
+    "truncated weights": (lambda d: _truncate(d / "model.safetensors"), "model.safetensors is truncated or corrupt"),
+    "empty weights": (lambda d: (d / "model.safetensors").write_bytes(b""), "model.safetensors is truncated or corrupt"),
     "generation_config.json not JSON": (lambda d: (d / "generation_config.json").write_text("nan"),
                                         "generation_config.json is damaged"),
 }

@@ -120,20 +120,20 @@ def _check_weights(path: Path) -> None:
 
 
 def _check_safetensors(file: Path) -> None:
-    """The file is as long as its header says (8-byte length, JSON header, tensor data): a copy or a save
-    cut short is refused here, naming the file, instead of failing inside safetensors."""
+    """The file is whole (``vlm_grpo.files.safetensors_problem``: its header and its size agree): a copy or a
+    save cut short is refused here, naming the file, instead of failing inside safetensors."""
+    from vlm_grpo.files import safetensors_problem
+
     try:
-        size = file.stat().st_size
-        with open(file, "rb") as handle:
-            head = handle.read(8)
-            length = int.from_bytes(head, "little") if len(head) == 8 else -1
-            header = json.loads(handle.read(length)) if 0 < length <= min(size - 8, 100 << 20) else None
-    except (OSError, ValueError, RecursionError):
-        header = None
-    ends = [t.get("data_offsets", [0, 0])[1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)] \
-        if isinstance(header, dict) else None
-    if not ends or not all(isinstance(e, int) for e in ends) or 8 + length + max(ends) != size:
-        raise CheckpointError(f"{file} is damaged or truncated (its size does not match its header); {_RESAVE}")
+        problem = safetensors_problem(file)
+    except OSError as err:
+        problem = f"it cannot be read ({err.strerror or err})"
+    if problem:
+        raise CheckpointError(
+            f"{file} is truncated or corrupt: {problem} (a save or copy was cut short). Copy or save the model "
+            "again, or point --model / model_name_or_path at an intact one (the complete checkpoint-N folders of "
+            "a training run hold whole copies)"
+        )
 
 
 def load_config(name_or_path: str, *, revision: str = "main", trust_remote_code: bool = False):
@@ -224,8 +224,6 @@ def load_model(
     """
     from transformers import AutoModelForImageTextToText
 
-    from vlm_grpo.files import safetensors_problem
-
     device = torch.device(device) if device is not None else default_device()
     load_config(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     try:
@@ -239,14 +237,8 @@ def load_model(
     except Exception as err:
         folder = Path(name_or_path).expanduser()
         for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
-            problem = safetensors_problem(path)
-            if problem:
-                raise CheckpointError(
-                    f"{path} is truncated or corrupt: {problem} (a save or copy was cut short). Copy or save the "
-                    "model again, or point --model / model_name_or_path at an intact one (the complete "
-                    "checkpoint-N folders of a training run hold whole copies)"
-                ) from err
-        raise
+            _check_safetensors(path)  # raises, naming the file, when it is not whole
+        raise err
     return model.to(device)
 
 
