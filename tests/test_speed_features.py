@@ -176,22 +176,19 @@ def test_the_lora_recipe_shares_prompts(tiny_dir, rec_data, tmp_path):
 
 
 def test_the_probe_runs_on_the_published_3b_shape_without_its_weights():
-    """The twin needs only the config: a Qwen2.5-VL-3B built on the meta device (no memory) probes as exact."""
+    """scripts/bench_probe.py: the twin needs only the config, so a Qwen2.5-VL-3B built on the meta device (no
+    memory, no weights) probes as exact, and the benchmark's JSON line says so."""
+    import subprocess
+    import sys
     from pathlib import Path
 
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
-    shape = json.loads((Path(__file__).resolve().parents[2] / "shared" / "qwen2_5_vl_3b_shape.json").read_text()) \
-        if (Path(__file__).resolve().parents[2] / "shared" / "qwen2_5_vl_3b_shape.json").exists() else None
-    if shape is None:
+    root = Path(__file__).resolve().parents[1]
+    if not (root.parent / "shared" / "qwen2_5_vl_3b_shape.json").exists():
         pytest.skip("../shared/qwen2_5_vl_3b_shape.json is not beside this checkout")
-    text = dict(shape["text_config"])
-    text["rope_parameters"] = {"rope_type": "default", "rope_theta": text.pop("rope_theta"),
-                               "mrope_section": text.pop("mrope_section")}
-    ids = shape["token_ids"]
-    config = Qwen2_5_VLConfig(text_config=text, vision_config=shape["vision_config"], image_token_id=ids["image_pad"],
-                              video_token_id=ids["video_pad"], vision_start_token_id=ids["vision_start"],
-                              vision_end_token_id=ids["vision_end"])
-    with torch.device("meta"):
-        model = Qwen2_5_VLForConditionalGeneration(config)
-    assert check_shared_prompt(model) is None and check_image_cache(model) is None
+    run = subprocess.run([sys.executable, "scripts/bench_probe.py", "--repeats", "1"], cwd=root, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    figures = json.loads(run.stdout.strip().splitlines()[-1])["figures"]
+    assert {k for k, v in figures.items() if v["exact"]} == {
+        f"{model}/{feature}" for model in ("tiny", "qwen2_5_vl_3b (meta)")
+        for feature in ("group_image_cache", "group_shared_prompt")}
