@@ -374,8 +374,11 @@ from transformers import GenerationMixin, Trainer, TrainerState
 import vlm_grpo.checkpoints as ck
 import vlm_grpo.train as vt
 
+training = []  # set once Trainer.train runs: the speed features' probes generate on a twin before that
 real_generate = GenerationMixin.generate
 def generate(self, *args, **kwargs):
+    if not training:
+        return real_generate(self, *args, **kwargs)
     phase("generation")
     hook = None
     if reached("generation"):  # die in the middle of decoding, at the third forward pass
@@ -482,6 +485,7 @@ ck.remove_checkpoint = remove
 real_train = Trainer.train
 def train(self, resume_from_checkpoint=None, **kwargs):
     event(f"train resume={Path(resume_from_checkpoint).name if resume_from_checkpoint else None}")
+    training.append(True)
     phase("training")
     return real_train(self, resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 Trainer.train = train
