@@ -63,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--task", metavar="T",
                     help=f"task for every record ({', '.join(KNOWN_TASKS)} or your own); default: from the "
                          "source's reward method, else inferred from the answer")
+    io.add_argument("--task-module", action="append", default=[], metavar="MODULE",
+                    help="module that registers tasks (package.module or file.py), so their solutions are checked "
+                         "by their own rules; repeatable")
     io.add_argument("--prefix-ids", action="store_true", help="prefix ids with the input file name (stem/id)")
     io.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -147,9 +150,21 @@ def _source_options(args: argparse.Namespace) -> SourceOptions:
     )
 
 
+def _load_task_module(spec: str) -> None:
+    from rewards.registry import RewardLoadError
+    from rewards.tasks import load_task_module
+
+    try:
+        load_task_module(spec)
+    except RewardLoadError as err:
+        raise PrepError(f"--task-module {spec}: {err}", reason="task_module") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``prep`` with parsed arguments; 0 on success, 2 (message on stderr) on a PrepError."""
     try:
+        for module in args.task_module:
+            _load_task_module(module)
         get_reader(args.format)
         specs = _specs(args)
         source_options = _source_options(args)

@@ -137,6 +137,10 @@ def _predict_chunk(model, processor, rows: RowSet, chunk: list[int], settings: E
                 texts.append(None)
                 made.append(judge_row(row, "", i, error=f"{type(single).__name__}: {single}"))
     made += [judge_row(row, text, i) for (i, row), text in zip(batch, texts) if text is not None]
+    for prediction in made:  # a task's metrics may group by it (point: ScreenSpot's text / icon)
+        data_type = rows.record(prediction["index"]).meta.get("data_type")
+        if data_type is not None:
+            prediction["data_type"] = data_type
     return sorted(made, key=lambda p: p["index"])
 
 
@@ -221,8 +225,8 @@ class EvalCallback(TrainerCallback):
             metrics = compute_metrics(sorted(gather_object(preds), key=lambda p: p["index"]))
             for key in ("accuracy", "format_rate", "parse_failure_rate"):
                 logs[f"eval_{name}/{key}"] = metrics[key]
-            if metrics["metric"] == "mean_iou":
-                logs[f"eval_{name}/mean_iou"] = metrics["value"]
+            if metrics["metric"] != "accuracy":  # the task's headline (rec: mean_iou, det: mAP)
+                logs[f"eval_{name}/{metrics['metric']}"] = metrics["value"]
             self.history.append({"step": self.trainer.state.global_step, "data": name, "metrics": metrics})
             if accelerator.is_main_process:
                 prefix = f"eval_{name}/"
