@@ -93,7 +93,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     table.add_argument("--task-column", metavar="COL", help="column naming each row's task (default: none)")
     table.add_argument("--split", metavar="NAME", help="hf-disk: split of a saved DatasetDict")
 
-    syn = parser.add_argument_group("synthetic (--format synthetic --task rec|count|math)")
+    det = parser.add_argument_group("detection and GUI grounding (coco, screenspot)")
+    det.add_argument("--coco-records", choices=("category", "image"), default="category",
+                     help="coco: one record per image and category, the prompt naming it (default), or one per "
+                          "image naming every category")
+    det.add_argument("--screenspot-bbox", choices=("xywh", "xyxy"), default="xywh",
+                     help="screenspot: bbox as [x, y, width, height] (the original release, default) or [x1, y1, x2, y2]")
+
+    syn = parser.add_argument_group("synthetic (--format synthetic --task rec|count|math|det|point)")
     syn.add_argument("--num", type=int, default=1000, metavar="N", help="number of samples (default 1000)")
     syn.add_argument("--image-size", type=_size, default=(112, 112), metavar="WxH", help="default 112")
     syn.add_argument("--num-shapes", type=_int_range, default=(1, 4), metavar="MIN-MAX", help="default 1-4")
@@ -147,6 +154,7 @@ def _source_options(args: argparse.Namespace) -> SourceOptions:
         id_column=args.id_column, task_column=args.task_column, split=args.split,
         num=args.num, seed=args.seed, synthetic=synthetic_config,
         allow_images_outside_root=args.allow_images_outside_root,
+        coco_records=args.coco_records, screenspot_bbox=args.screenspot_bbox,
     )
 
 
@@ -176,6 +184,10 @@ def run(args: argparse.Namespace) -> int:
         settings = {"task": args.task, "prefix_ids": args.prefix_ids}
         if args.allow_images_outside_root:
             settings["allow_images_outside_root"] = True
+        if args.format == "coco":
+            settings["coco_records"] = args.coco_records
+        if args.format == "screenspot":
+            settings["screenspot_bbox"] = args.screenspot_bbox
         if args.format == "rec-json":
             settings["box_tolerance"] = args.box_tolerance
         if args.format == "synthetic":
