@@ -97,6 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     det.add_argument("--coco-records", choices=("category", "image"), default="category",
                      help="coco: one record per image and category, the prompt naming it (default), or one per "
                           "image naming every category")
+    det.add_argument("--coco-negatives", type=int, default=0, metavar="N",
+                     help="coco, per category: also ask about N categories absent from each image (answer []; default 0)")
     det.add_argument("--screenspot-bbox", choices=("xywh", "xyxy"), default="xywh",
                      help="screenspot: bbox as [x, y, width, height] (the original release, default) or [x1, y1, x2, y2]")
 
@@ -137,6 +139,8 @@ def _specs(args: argparse.Namespace) -> list[SourceSpec]:
 
 
 def _source_options(args: argparse.Namespace) -> SourceOptions:
+    if not 0 <= args.coco_negatives <= 1000:
+        raise PrepError(f"--coco-negatives must be 0..1000 (absent categories asked per image), got {args.coco_negatives}")
     if not args.box_tolerance >= 0:  # NaN too
         raise PrepError(f"--box-tolerance must be a number >= 0 (0..1000 units), got {args.box_tolerance}")
     synthetic_config = None
@@ -154,7 +158,7 @@ def _source_options(args: argparse.Namespace) -> SourceOptions:
         id_column=args.id_column, task_column=args.task_column, split=args.split,
         num=args.num, seed=args.seed, synthetic=synthetic_config,
         allow_images_outside_root=args.allow_images_outside_root,
-        coco_records=args.coco_records, screenspot_bbox=args.screenspot_bbox,
+        coco_records=args.coco_records, coco_negatives=args.coco_negatives, screenspot_bbox=args.screenspot_bbox,
     )
 
 
@@ -185,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         if args.allow_images_outside_root:
             settings["allow_images_outside_root"] = True
         if args.format == "coco":
-            settings["coco_records"] = args.coco_records
+            settings.update(coco_records=args.coco_records, coco_negatives=args.coco_negatives)
         if args.format == "screenspot":
             settings["screenspot_bbox"] = args.screenspot_bbox
         if args.format == "rec-json":

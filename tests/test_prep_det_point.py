@@ -48,6 +48,21 @@ def test_coco_one_record_per_image_and_category(tmp_path):
     assert ds.manifest["warnings"].get("crowd_skipped") == 1  # image 2's crowd annotation
 
 
+def test_coco_negatives_ask_about_absent_categories(tmp_path):
+    src, root = _coco(tmp_path)
+    argv = ["--format", "coco", "--coco-negatives", "1", "--input", str(src), "--image-root", str(root)]
+    code, _, err = run_cli([*argv, "--output", str(tmp_path / "ds")])
+    assert code == 0, err
+    by_id = {r.id: r for r in load_packed(tmp_path / "ds")}
+    assert by_id["instances_val_2_1"].solution == [] and by_id["instances_val_2_1"].problem == "Locate every cat in the image."
+    negatives = sorted(rid for rid, r in by_id.items() if r.solution == [])
+    # image 1 holds both categories (none absent), image 2 lacks cat, image 3 lacks both (one is asked)
+    assert negatives[0] == "instances_val_2_1" and len(negatives) == 2 and negatives[1].startswith("instances_val_3_")
+    assert all(by_id[rid].meta["negative"] for rid in negatives)
+    code, _, err = run_cli([*argv, "--output", str(tmp_path / "again")])
+    assert code == 0 and sorted(by_id) == sorted(r.id for r in load_packed(tmp_path / "again"))  # the same pick
+
+
 def test_coco_one_record_per_image_and_max_pixels_rescales_every_box(tmp_path):
     src, root = _coco(tmp_path)
     code, _, err = run_cli(["--format", "coco", "--coco-records", "image", "--input", str(src), "--image-root", str(root),

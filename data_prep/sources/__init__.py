@@ -66,6 +66,7 @@ class SourceOptions:
         split: hf-disk: which split of a saved ``DatasetDict`` to read.
         num / seed / synthetic: the synthetic source's size, seed and generator config.
         coco_records: coco: ``category`` (a record per image and category) or ``image``.
+        coco_negatives: coco, ``category``: absent categories asked per image (solution ``[]``).
         screenspot_bbox: screenspot: ``xywh`` (the original release) or ``xyxy``.
         allow_images_outside_root: read image paths that resolve outside the image root
             (absolute paths, ``..``, symlinks out); off by default, see
@@ -86,6 +87,7 @@ class SourceOptions:
     synthetic: SyntheticConfig | None = field(default=None)
     allow_images_outside_root: bool = False
     coco_records: str = "category"
+    coco_negatives: int = 0
     screenspot_bbox: str = "xywh"
 
 

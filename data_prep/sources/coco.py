@@ -8,7 +8,10 @@ Images are ``file_name`` under ``--image-root`` (default: the JSON's folder).
 ``--coco-records`` picks the records:
 
 * ``category`` (default): one record per image and category present in it, the prompt
-  naming the category ("Locate every dog in the image."), the solution that category's boxes.
+  naming the category ("Locate every dog in the image."), the solution that category's boxes;
+  with ``--coco-negatives N``, also N categories absent from the image (chosen by a seed
+  from the image id, so a rerun picks the same), each with the solution ``[]``, so the
+  model learns to answer "none" (VLM-R1's OVD data asks about absent categories too).
 * ``image``: one record per image, the prompt naming every category of the file, the
   solution every box with its category as label; an image with no annotation gives an
   empty solution (a record that teaches "none").
@@ -20,6 +23,7 @@ Boxes become ``{"box": [x, y, x + w, y + h], "label": name}``. Crowd annotations
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,6 +111,12 @@ def _items(image: Any, by_image: dict, crowd: dict, names: dict, mode: str, stem
         yield SourceItem(id=base, task="det", images=[path], problem=f"Locate every object of these categories: {listed}.",
                          solution=solution, origin=where, meta=meta, declared_size=size, warnings=warnings)
         return
+    absent = sorted((c for c in names if c not in groups), key=str)
+    negatives = random.Random(f"coco-negatives/{image_id}").sample(absent, min(options.coco_negatives, len(absent)))
+    for category_id in negatives:
+        yield SourceItem(id=f"{base}_{category_id}", task="det", images=[path],
+                         problem=f"Locate every {names[category_id]} in the image.", solution=[], origin=where,
+                         meta={**meta, "category_id": category_id, "negative": True}, declared_size=size)
     for category_id in sorted(groups, key=str):
         name = names[category_id]
         solution = [{"box": _box(a, where), "label": name} for a in groups[category_id]]
