@@ -38,8 +38,9 @@ from __future__ import annotations
 from typing import Any
 
 from rewards.parsing import completion_text
-from rewards.tasks import count, det, mcq, open, point, rec
+from rewards.tasks import count, det, mcq, point, rec
 from rewards.tasks import math as math_task
+from rewards.tasks import open as open_task  # not `open`: the builtin stays the builtin here
 from rewards.tasks.base import REASONING, Judgement, Mark, Task
 from rewards.tasks.math import make_math_task
 
@@ -48,7 +49,7 @@ TASKS: dict[str, Task] = {
     "math": math_task.TASK,
     "count": count.TASK,
     "mcq": mcq.TASK,
-    "open": open.TASK,
+    "open": open_task.TASK,
     "det": det.TASK,
     "point": point.TASK,
 }
