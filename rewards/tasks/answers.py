@@ -150,3 +150,13 @@ def check_text(solution: Any) -> str | None:
     if not isinstance(solution, str) or not solution.strip():
         return f"solution must be a non-empty string, got {solution!r}"
     return None
+
+
+def one_box(solution: Any) -> list[list[float]]:
+    """The geometry of a task whose solution is one box (rec, point): that box."""
+    return [list(solution)]
+
+
+def with_one_box(solution: Any, new: Any) -> list[float]:
+    """A one-box solution with its box replaced."""
+    return list(new[0])

@@ -260,6 +260,14 @@ def read_answer(value: Any) -> list[Detection]:
     return out
 
 
+def boxes_of(solution: Any) -> list[list[float]]:
+    return [list(d["box"]) for d in solution]
+
+
+def with_boxes(solution: Any, new: Sequence[Sequence[float]]) -> list[Detection]:
+    return [{**d, "box": list(b)} for d, b in zip(solution, new)]
+
+
 def target(solution: Any, /, box_frame: str = "original_pixels", image_sizes: Any = None,
            model_image_sizes: Any = None, **_: Any) -> str:
     out = []
@@ -299,8 +307,8 @@ TASK = Task(
     template=TEMPLATE,
     check=check,
     read_answer=read_answer,
-    boxes=lambda solution: [list(d["box"]) for d in solution],
-    with_boxes=lambda solution, new: [{**d, "box": list(b)} for d, b in zip(solution, new)],
+    boxes=boxes_of,
+    with_boxes=with_boxes,
     target=target,
     metrics=metrics,
     headline="mAP",

@@ -18,7 +18,7 @@ from typing import Any
 
 from rewards import boxes
 from rewards.parsing import _FENCE, final_answer, parse_box
-from rewards.tasks.answers import check_box, read_box
+from rewards.tasks.answers import check_box, one_box, read_box, with_one_box
 from rewards.tasks.base import REASONING, Mark, Task
 from rewards.tasks.rec import is_drawable_box
 
@@ -82,6 +82,10 @@ def score(point: list[float], /, solution: Any = None, **_: Any) -> float:
     return float(solution[0] <= x <= solution[2] and solution[1] <= y <= solution[3])
 
 
+def check(solution: Any) -> str | None:
+    return check_box(solution, "point")
+
+
 def target(solution: Any, /, box_frame: str = "original_pixels", image_sizes: Any = None,
            model_image_sizes: Any = None, **_: Any) -> str:
     centre = [(solution[0] + solution[2]) / 2, (solution[1] + solution[3]) / 2]
@@ -111,10 +115,10 @@ def marks(solution: Any, parsed: Any) -> list[Mark]:
 TASK = Task(
     "point", "point_in_box", parse, score,
     template="{question}\n" + REASONING + " The answer is the point to click on that element as JSON [x, y], {frame}.",
-    check=lambda solution: check_box(solution, "point"),
+    check=check,
     read_answer=read_box,
-    boxes=lambda solution: [list(solution)],
-    with_boxes=lambda solution, new: list(new[0]),
+    boxes=one_box,
+    with_boxes=with_one_box,
     target=target,
     metrics=metrics,
     marks=marks,

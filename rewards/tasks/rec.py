@@ -14,7 +14,7 @@ from typing import Any
 
 from rewards import boxes
 from rewards.parsing import final_answer, parse_box
-from rewards.tasks.answers import check_box, read_box
+from rewards.tasks.answers import check_box, one_box, read_box, with_one_box
 from rewards.tasks.base import REASONING, Mark, Task
 
 
@@ -68,8 +68,8 @@ TASK = Task(
     "[x1, y1, x2, y2], {frame}.",
     check=check_box,
     read_answer=read_box,
-    boxes=lambda solution: [list(solution)],
-    with_boxes=lambda solution, new: list(new[0]),
+    boxes=one_box,
+    with_boxes=with_one_box,
     target=target,
     metrics=metrics,
     headline="mean_iou",
