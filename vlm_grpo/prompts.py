@@ -13,8 +13,7 @@ import string
 from collections.abc import Mapping
 
 from data_prep.model_limits import special_token_in
-from rewards.tasks import REASONING, TASKS  # noqa: F401  (REASONING re-exported)
-
+from rewards.tasks import BUILTIN_TASKS, REASONING, TASKS  # noqa: F401  (REASONING re-exported)
 
 
 def task_templates() -> dict[str, str]:
@@ -56,8 +55,12 @@ def check_template(task: str, template: str) -> None:
 
 
 def merged_templates(overrides: Mapping[str, str] | None) -> dict[str, str]:
-    """The registered tasks' templates with the user's overrides applied (and checked)."""
+    """The registered tasks' templates with the user's overrides applied; overrides and a
+    user task's own template are checked."""
     templates = task_templates()
+    for task, template in templates.items():
+        if task not in BUILTIN_TASKS:
+            check_template(task, template)
     for task, template in (overrides or {}).items():
         check_template(task, template)
         templates[task] = template
