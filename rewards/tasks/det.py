@@ -23,6 +23,10 @@ Scores (rewards ``det_f1``, ``det_ap``, ``det_odlength``; an unparsable answer s
   ``det_odlength`` do count it). No ground truth: 1.0 when nothing is predicted, else 0.0.
 - :func:`odlength`: ``det_ap * min(1, n_gt / n_pred)`` (VLM-R1's odLength: redundant boxes cost).
 
+``COCOeval`` takes about 8 ms per completion on one CPU core; calls are serialised (a lock), and
+while one runs ``sys.stdout`` is a buffer (pycocotools prints its progress), so another thread's
+prints in that window are lost.
+
 Evaluation adds, over the whole dataset and through the same ``COCOeval`` (one COCO image
 per record): ``mAP`` (AP@[.5:.95], the headline), ``AP50``, ``AP75``, ``recall`` (AR with
 100 detections per image) and ``mean_det_f1``; ``None`` when the data holds no ground truth.
@@ -33,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,6 +53,9 @@ MAX_ANSWER_CHARS = 100_000
 """Answers longer than this are not parsed."""
 MATCH_IOU = 0.5
 _BOX_KEYS = ("bbox_2d", "bbox", "box")
+# pycocotools prints its progress; its stdout is swapped out for the call, one call at a time, since two
+# threads swapping sys.stdout at once could leave it pointing at a buffer.
+_COCO_LOCK = threading.Lock()
 
 Detection = dict  # {"box": [x1, y1, x2, y2], "label": str | None}
 
@@ -191,7 +199,7 @@ def coco_stats(samples: Sequence[tuple[Sequence[Detection], Sequence[Detection]]
                 anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": names.setdefault(cat, len(names) + 1),
                              "bbox": [x1, y1, w, h], "area": w * h, "iscrowd": 0, "score": 1.0})
     categories = [{"id": i, "name": name} for name, i in names.items()]
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+    with _COCO_LOCK, contextlib.redirect_stdout(io.StringIO()):
         truth_coco, pred_coco = COCO(), COCO()
         truth_coco.dataset = {"images": images, "annotations": gt_anns, "categories": categories}
         pred_coco.dataset = {"images": images, "annotations": dt_anns, "categories": categories}
