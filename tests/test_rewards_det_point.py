@@ -203,3 +203,21 @@ def test_malformed_completions_score_zero(name):
     out = rewards.get(name)(malformed, solution=[solution] * len(malformed), task=[task] * len(malformed),
                             image_sizes=[IMAGE] * len(malformed), box_frame=["original_pixels"] * len(malformed))
     assert all(v == 0.0 for v in out), out
+
+
+def test_det_ap_from_several_threads_leaves_stdout_alone():
+    import sys
+    import threading
+
+    real, results = sys.stdout, []
+
+    def work():
+        for _ in range(20):
+            results.append(_score("det_ap", _answer([[0, 0, 100, 50]]), [CAT]))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sys.stdout is real and len(results) == 80 and min(results) == pytest.approx(1.0)
