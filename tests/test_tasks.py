@@ -64,8 +64,10 @@ def test_eval_and_report_on_det_and_point(tiny_dir, det_point_data, tmp_path):
     root = tmp_path / "shots"
     make_image(root / "a.png", (120, 90))
     (tmp_path / "ss.json").write_text(json.dumps([
-        {"img_filename": "a.png", "bbox": [10, 10, 30, 20], "instruction": "the OK button", "data_type": "text"},
-        {"img_filename": "a.png", "bbox": [50, 40, 20, 20], "instruction": "the gear icon", "data_type": "icon"},
+        {"img_filename": "a.png", "bbox": [10, 10, 30, 20], "instruction": "the OK button", "data_type": "text",
+         "data_source": "shop"},
+        {"img_filename": "a.png", "bbox": [50, 40, 20, 20], "instruction": "the gear icon", "data_type": "icon",
+         "data_source": "forum"},
     ]))
     code, _, err = run_cli(["--format", "screenspot", "--input", str(tmp_path / "ss.json"), "--image-root", str(root),
                             "--output", str(tmp_path / "ss")])
@@ -79,6 +81,7 @@ def test_eval_and_report_on_det_and_point(tiny_dir, det_point_data, tmp_path):
     point_metrics = json.loads((out / "ss" / "metrics.json").read_text())["metrics"]
     assert point_metrics["metric"] == "accuracy"
     assert set(point_metrics["by_task"]["point"]["by_data_type"]) == {"text", "icon"}
+    assert set(point_metrics["by_task"]["point"]["by_data_source"]) == {"shop", "forum"}
     for name in ("det", "point", "ss"):
         html = (out / name / "report.html").read_text()
         assert html.count('class="card') >= 2 and "data:image/png;base64," in html

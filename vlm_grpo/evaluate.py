@@ -25,6 +25,9 @@ from vlm_grpo.metrics import compute_metrics
 
 logger = logging.getLogger(__name__)
 
+#: ``meta`` keys copied into each prediction, for the task metrics that group by them.
+GROUP_KEYS = ("data_type", "data_source")
+
 
 @dataclasses.dataclass
 class EvalSettings:
@@ -137,10 +140,9 @@ def _predict_chunk(model, processor, rows: RowSet, chunk: list[int], settings: E
                 texts.append(None)
                 made.append(judge_row(row, "", i, error=f"{type(single).__name__}: {single}"))
     made += [judge_row(row, text, i) for (i, row), text in zip(batch, texts) if text is not None]
-    for prediction in made:  # a task's metrics may group by it (point: ScreenSpot's text / icon)
-        data_type = rows.record(prediction["index"]).meta.get("data_type")
-        if data_type is not None:
-            prediction["data_type"] = data_type
+    for prediction in made:  # a task's metrics may group by these (point: ScreenSpot's text / icon, its app)
+        meta = rows.record(prediction["index"]).meta
+        prediction.update({key: meta[key] for key in GROUP_KEYS if meta.get(key) is not None})
     return sorted(made, key=lambda p: p["index"])
 
 

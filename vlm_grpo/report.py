@@ -105,7 +105,7 @@ def _metrics_table(metrics: dict) -> str:
         low, high = m["accuracy_ci95"]
         extra = "".join(f", {label} {m[key]:.3f}" for key, label in _FIGURES if isinstance(m.get(key), (int, float)))
         extra += "".join(f", {html.escape(k)} {100 * v['accuracy']:.1f}% (n={v['count']})"
-                         for k, v in m.get("by_data_type", {}).items())
+                         for group in ("by_data_type", "by_data_source") for k, v in m.get(group, {}).items())
         rows.append(
             f"<tr><td>{html.escape(task)}</td><td>{m['count']}</td><td>{100 * m['accuracy']:.1f}% "
             f"({100 * low:.1f}–{100 * high:.1f}%){extra}</td><td>{100 * m['format_rate']:.1f}%</td>"

@@ -5,7 +5,8 @@ Solution: the target element's box ``[x1, y1, x2, y2]`` in original pixels. Answ
 in the family's box frame, converted to original pixels. Score (reward ``point_in_box``): 1.0
 when the point lies inside the box, edges included, else 0.0; unparsable 0.0. Metrics: click
 accuracy (``accuracy``) and, where records carry ``meta.data_type`` (ScreenSpot's ``text`` /
-``icon``), ``by_data_type``; ``by_source`` comes with every task.
+``icon``) or ``meta.data_source`` (its app or site), ``by_data_type`` / ``by_data_source``;
+``by_source`` (the input file, e.g. the platform) comes with every task.
 """
 
 from __future__ import annotations
@@ -95,13 +96,16 @@ def target(solution: Any, /, box_frame: str = "original_pixels", image_sizes: An
 
 
 def metrics(predictions: Sequence[dict]) -> dict:
-    groups: dict[str, list[bool]] = defaultdict(list)
-    for p in predictions:
-        if p.get("data_type"):
-            groups[str(p["data_type"])].append(bool(p["correct"]))
+    """Click accuracy per ``data_type`` (``by_data_type``) and per ``data_source`` (``by_data_source``),
+    where the records carry them."""
     out: dict[str, Any] = {}
-    if groups:
-        out["by_data_type"] = {k: {"count": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(groups.items())}
+    for key in ("data_type", "data_source"):
+        groups: dict[str, list[bool]] = defaultdict(list)
+        for p in predictions:
+            if p.get(key):
+                groups[str(p[key])].append(bool(p["correct"]))
+        if groups:
+            out[f"by_{key}"] = {k: {"count": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(groups.items())}
     return out
 
 
