@@ -160,3 +160,19 @@ def test_a_plugin_task_works_in_prep_train_and_eval(tiny_dir, tmp_path):
     assert metrics["by_task"]["colour"]["count"] == 7
     predictions = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
     assert "Answer with <answer>colour</answer>." in predictions[0]["prompt"]  # the plugin's template
+
+
+def test_sft_then_grpo_on_det_and_point(tiny_dir, det_point_data, tmp_path, capsys):
+    for task, reward in (("det", "det_odlength"), ("point", "point_in_box")):
+        data, sft_out, grpo_out = det_point_data[task], tmp_path / f"sft_{task}", tmp_path / f"grpo_{task}"
+        assert cli_main(["sft", "--model_name_or_path", str(tiny_dir), "--train_data", str(data), "--output_dir",
+                         str(sft_out), "--max_steps", "1", "--per_device_train_batch_size", "4", "--report_to", "none",
+                         "--use_cpu", "true"]) == 0
+        assert cli_main(["train", "--config", "scripts/configs/tiny_cpu.yaml", "--model_name_or_path", str(sft_out),
+                         "--train_data", str(data), "--output_dir", str(grpo_out), "--reward_funcs", "format", reward,
+                         "--max_steps", "1", "--save_steps", "100", "--max_completion_length", "8",
+                         "--per_device_train_batch_size", "4", "--num_generations", "4", "--report_to", "none",
+                         "--dataloader_num_workers", "0"]) == 0
+        assert f"rewards/{reward}/mean" in (grpo_out / "training_log.json").read_text()
+    printed = capsys.readouterr().out
+    assert printed.count("SFT done: 1 steps") == 2 and printed.count("GRPO done: 1 steps") == 2
