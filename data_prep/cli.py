@@ -63,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--task", metavar="T",
                     help=f"task for every record ({', '.join(KNOWN_TASKS)} or your own); default: from the "
                          "source's reward method, else inferred from the answer")
+    io.add_argument("--task-module", action="append", default=[], metavar="MODULE",
+                    help="module that registers tasks (package.module or file.py), so their solutions are checked "
+                         "by their own rules; repeatable")
     io.add_argument("--prefix-ids", action="store_true", help="prefix ids with the input file name (stem/id)")
     io.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -90,7 +93,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     table.add_argument("--task-column", metavar="COL", help="column naming each row's task (default: none)")
     table.add_argument("--split", metavar="NAME", help="hf-disk: split of a saved DatasetDict")
 
-    syn = parser.add_argument_group("synthetic (--format synthetic --task rec|count|math)")
+    det = parser.add_argument_group("detection and GUI grounding (coco, screenspot)")
+    det.add_argument("--coco-records", choices=("category", "image"), default="category",
+                     help="coco: one record per image and category, the prompt naming it (default), or one per "
+                          "image naming every category")
+    det.add_argument("--coco-negatives", type=int, default=0, metavar="N",
+                     help="coco, per category: also ask about N categories absent from each image (answer []; default 0)")
+    det.add_argument("--screenspot-bbox", choices=("xywh", "xyxy"), default="xywh",
+                     help="screenspot: bbox as [x, y, width, height] (the original release, default) or [x1, y1, x2, y2]")
+
+    syn = parser.add_argument_group("synthetic (--format synthetic --task rec|count|math|det|point)")
     syn.add_argument("--num", type=int, default=1000, metavar="N", help="number of samples (default 1000)")
     syn.add_argument("--image-size", type=_size, default=(112, 112), metavar="WxH", help="default 112")
     syn.add_argument("--num-shapes", type=_int_range, default=(1, 4), metavar="MIN-MAX", help="default 1-4")
@@ -127,6 +139,8 @@ def _specs(args: argparse.Namespace) -> list[SourceSpec]:
 
 
 def _source_options(args: argparse.Namespace) -> SourceOptions:
+    if not 0 <= args.coco_negatives <= 1000:
+        raise PrepError(f"--coco-negatives must be 0..1000 (absent categories asked per image), got {args.coco_negatives}")
     if not args.box_tolerance >= 0:  # NaN too
         raise PrepError(f"--box-tolerance must be a number >= 0 (0..1000 units), got {args.box_tolerance}")
     synthetic_config = None
@@ -144,12 +158,25 @@ def _source_options(args: argparse.Namespace) -> SourceOptions:
         id_column=args.id_column, task_column=args.task_column, split=args.split,
         num=args.num, seed=args.seed, synthetic=synthetic_config,
         allow_images_outside_root=args.allow_images_outside_root,
+        coco_records=args.coco_records, coco_negatives=args.coco_negatives, screenspot_bbox=args.screenspot_bbox,
     )
+
+
+def _load_task_module(spec: str) -> None:
+    from rewards.registry import RewardLoadError
+    from rewards.tasks import load_task_module
+
+    try:
+        load_task_module(spec)
+    except RewardLoadError as err:
+        raise PrepError(f"--task-module {spec}: {err}", reason="task_module") from None
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``prep`` with parsed arguments; 0 on success, 2 (message on stderr) on a PrepError."""
     try:
+        for module in args.task_module:
+            _load_task_module(module)
         get_reader(args.format)
         specs = _specs(args)
         source_options = _source_options(args)
@@ -161,6 +188,10 @@ def run(args: argparse.Namespace) -> int:
         settings = {"task": args.task, "prefix_ids": args.prefix_ids}
         if args.allow_images_outside_root:
             settings["allow_images_outside_root"] = True
+        if args.format == "coco":
+            settings.update(coco_records=args.coco_records, coco_negatives=args.coco_negatives)
+        if args.format == "screenspot":
+            settings["screenspot_bbox"] = args.screenspot_bbox
         if args.format == "rec-json":
             settings["box_tolerance"] = args.box_tolerance
         if args.format == "synthetic":

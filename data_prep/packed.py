@@ -23,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -33,6 +31,9 @@ from typing import Any
 from PIL import Image
 
 from data_prep.model_limits import image_size_problem, text_problem
+from rewards.tasks import BUILTIN_TASKS, TASKS
+from rewards.tasks.answers import is_finite_number  # noqa: F401  (re-exported: the sources use it)
+from rewards.tasks.base import check_present
 
 FORMAT_VERSION = 1
 RECORDS_FILE = "records.jsonl"
@@ -43,9 +44,10 @@ STORED_FORMATS = ("PNG", "JPEG")
 #: How prep names a stored image: the sha256 of its bytes (checked again when it is opened).
 CONTENT_NAME = re.compile(r"^([0-9a-f]{64})\.(?:png|jpg)$")
 
-#: Tasks with a built-in solution check. Other task names are allowed (users may add
-#: tasks); their solution only has to be present (and non-empty when it is a string).
-KNOWN_TASKS = ("rec", "math", "count", "mcq", "open")
+#: Built-in tasks (one module each in :mod:`rewards.tasks`, which owns each one's solution check).
+#: Other task names are allowed: a registered user task is checked by its own module; an
+#: unregistered one's solution only has to be present (and non-empty when it is a string).
+KNOWN_TASKS = BUILTIN_TASKS
 
 _RECORD_FIELDS = ("id", "task", "images", "image_sizes", "problem", "solution", "meta")
 _REQUIRED_FIELDS = _RECORD_FIELDS[:-1]
@@ -72,12 +74,14 @@ class Record:
 
     Fields:
         id: unique within the dataset.
-        task: ``rec`` | ``math`` | ``count`` | ``mcq`` | ``open`` or a user task name.
+        task: ``rec`` | ``math`` | ``count`` | ``mcq`` | ``open`` | ``det`` | ``point`` or a user task name.
         images: paths relative to the dataset directory (``images/<sha256>.<ext>``).
         image_sizes: ``[width, height]`` of each stored image, aligned with ``images``.
         problem: the question itself (no ``<image>`` marker, no fixed instructions).
         solution: rec: ``[x1, y1, x2, y2]`` in pixels of the stored first image;
-            math/open: string; count: int >= 0; mcq: one capital letter.
+            math/open: string; count: int >= 0; mcq: one capital letter; det: a list of
+            ``{"box": [x1, y1, x2, y2], "label": str}``; point: the target's box. Each task's
+            module in :mod:`rewards.tasks` says what its solution is (``Task.check``).
         meta: free-form provenance (``source``, original ids ...).
     """
 
@@ -111,16 +115,6 @@ class Record:
         return cls(**{name: obj[name] for name in _REQUIRED_FIELDS}, meta=obj.get("meta", {}))
 
 
-def is_finite_number(value: Any) -> bool:
-    """An int or float (not bool) that is finite as a float (a 400-digit int is not)."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
-
-
 def parse_json(text: str | bytes) -> Any:
     """``json.loads`` whose every failure is a ``ValueError`` (nesting too deep included).
 
@@ -143,47 +137,11 @@ def json_problem(value: Any) -> str | None:
     return None
 
 
-def _check_box(solution: Any) -> str | None:
-    if not (isinstance(solution, list) and len(solution) == 4 and all(is_finite_number(v) for v in solution)):
-        return f"rec solution must be 4 finite numbers [x1, y1, x2, y2], got {solution!r}"
-    x1, y1, x2, y2 = solution
-    if not (x1 < x2 and y1 < y2):
-        return f"box {solution} is empty or inverted (needs x1 < x2 and y1 < y2)"
-    return None
-
-
-def _check_text(solution: Any) -> str | None:
-    if not isinstance(solution, str) or not solution.strip():
-        return f"solution must be a non-empty string, got {solution!r}"
-    return None
-
-
-def _check_count(solution: Any) -> str | None:
-    if not isinstance(solution, int) or isinstance(solution, bool) or solution < 0:
-        return f"count solution must be an integer >= 0, got {solution!r}"
-    return None
-
-
-def _check_letter(solution: Any) -> str | None:
-    if not (isinstance(solution, str) and re.fullmatch(r"[A-Z]", solution)):
-        return f"mcq solution must be one capital letter A-Z, got {solution!r}"
-    return None
-
-
-def _check_other(solution: Any) -> str | None:
-    if solution is None or (isinstance(solution, str) and not solution.strip()):
-        return f"solution must not be empty, got {solution!r}"
-    return None
-
-
-#: Solution check per task: returns a description of the problem, or None when valid.
-SOLUTION_CHECKS: dict[str, Callable[[Any], str | None]] = {
-    "rec": _check_box,
-    "math": _check_text,
-    "open": _check_text,
-    "count": _check_count,
-    "mcq": _check_letter,
-}
+def solution_check(task: str) -> Callable[[Any], str | None]:
+    """The solution check of a task: its module's :attr:`rewards.tasks.Task.check`; an unregistered
+    task's solution only has to be present (and non-empty when it is a string)."""
+    spec = TASKS.get(task)
+    return spec.check if spec is not None else check_present
 
 
 def _invalid(where: str, record_id: Any, what: str, reason: str) -> PrepError:
@@ -207,9 +165,9 @@ def validate_record(record: Record, *, where: str = "record") -> None:
     """Check one record against the format; raise :class:`PrepError` naming ``where`` and the id.
 
     Checks: id/task/problem are non-empty strings; images are safe relative paths with one
-    positive ``[w, h]`` per image; the solution passes the task's check (:data:`SOLUTION_CHECKS`);
-    the whole record is strict UTF-8 JSON (no NaN/Infinity, no lone surrogates); a rec box
-    lies inside the first image; meta is an object; the problem, a text solution and
+    positive ``[w, h]`` per image; the solution passes the task's check (:func:`solution_check`);
+    the whole record is strict UTF-8 JSON (no NaN/Infinity, no lone surrogates); every box of
+    a box task (``Task.boxes``: rec, det, point) lies inside the first image; meta is an object; the problem, a text solution and
     ``meta.thinking`` (SFT's reasoning text) hold no special token of the chat template and every image has a size the image processors
     resize (:mod:`data_prep.model_limits`). Does not touch the file system.
     """
@@ -241,7 +199,8 @@ def validate_record(record: Record, *, where: str = "record") -> None:
             raise _invalid(where, rid, f"image {rel} {problem}", "image_aspect_ratio")
     if not isinstance(record.meta, dict):
         raise _invalid(where, rid, f"meta must be an object, got {type(record.meta).__name__}", "malformed_record")
-    problem = SOLUTION_CHECKS.get(record.task, _check_other)(record.solution)
+    task = TASKS.get(record.task)
+    problem = solution_check(record.task)(record.solution)
     if problem:
         raise _invalid(where, rid, problem, "invalid_solution")
     problem = text_problem(record.problem, record.solution, record.meta.get("thinking"))
@@ -253,15 +212,16 @@ def validate_record(record: Record, *, where: str = "record") -> None:
             where, rid, f"cannot be stored as JSON text: NaN/Infinity, a lone surrogate or a non-JSON value ({problem})",
             "malformed_record",
         )
-    if record.task == "rec":
+    if task is not None and task.boxes is not None:
+        found = task.boxes(record.solution)
         if not record.images:
-            raise _invalid(where, rid, "a rec record needs an image", "missing_image")
-        width, height = record.image_sizes[0]
-        x1, y1, x2, y2 = record.solution
-        if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
-            raise _invalid(
-                where, rid, f"box {record.solution} is outside the {width}x{height} image", "box_outside_image"
-            )
+            raise _invalid(where, rid, f"a {record.task} record needs an image", "missing_image")
+        for box in found:
+            width, height = record.image_sizes[0]
+            x1, y1, x2, y2 = box
+            if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+                shown = record.solution if record.task in ("rec", "point") else box
+                raise _invalid(where, rid, f"box {shown} is outside the {width}x{height} image", "box_outside_image")
 
 
 def sha256_file(path: Path) -> str:

@@ -37,7 +37,8 @@ from data_prep.boxes import clip_box, overshoot, scale_box
 from data_prep.images import ImageInput, StoredImage, store_image
 from data_prep.items import Rejected, SourceItem
 from data_prep.model_limits import TOKEN_PIXELS
-from data_prep.packed import IMAGES_DIR, SOLUTION_CHECKS, PrepError, Record, validate_record
+from data_prep.packed import IMAGES_DIR, PrepError, Record, validate_record
+from rewards.tasks import TASKS
 from data_prep.split import split_by_image
 from data_prep.summary import PackSummary, SplitSummary
 from data_prep.writer import atomic_output_dir, check_output, write_records_and_manifest
@@ -197,10 +198,15 @@ class _Packer:
             stored.append(result)
         notes = list(item.warnings)
         solution = item.solution
-        if item.task == "rec" and stored and SOLUTION_CHECKS["rec"](solution) is None:
-            solution, clipped = self._fit_box(item, solution, stored[0].original_size)
-            notes += ["box_clipped"] if clipped else []
-            solution = scale_box(solution, stored[0].original_size, stored[0].size)
+        task = TASKS.get(item.task)
+        if task is not None and task.boxes is not None and stored and task.check(solution) is None:
+            # the task's geometry: each box fitted to the image, then rescaled with it (--max-pixels)
+            fitted = []
+            for box in task.boxes(solution):
+                box, clipped = self._fit_box(item, box, stored[0].original_size)
+                notes += ["box_clipped"] if clipped else []
+                fitted.append(scale_box(box, stored[0].original_size, stored[0].size))
+            solution = task.with_boxes(solution, fitted)
         if item.declared_size is not None and stored and tuple(item.declared_size) != stored[0].original_size:
             notes.append("size_mismatch")
         record = Record(

@@ -9,6 +9,11 @@ Tasks:
   ``x1 = 3, x2 = 10``), measured from the drawn pixels.
 * ``count``: several shapes; "How many red shapes are there?" -> an integer (may be 0).
 * ``math``: ``"a + b = ?"`` rendered with Pillow's default font; the answer is a string.
+* ``det``: several shapes; "Locate every circle in the image." -> every circle's box with the
+  label ``circle`` (``[]`` when there is none: about :data:`NO_TARGET_SHARE` of the images
+  hold no shape of the asked kind, more by chance).
+* ``point``: the ``rec`` scene; the solution is the referent's box and the model answers a
+  point inside it.
 
 Everything about the images is configurable through :class:`SyntheticConfig`
 (size, number of shapes, kinds, colours, size range, grid snapping, background).
@@ -33,7 +38,9 @@ from PIL import Image, ImageDraw, ImageFont
 from data_prep.items import Rejected, SourceItem
 from data_prep.packed import PrepError
 
-TASKS = ("rec", "count", "math")
+TASKS = ("rec", "count", "math", "det", "point")
+#: det: the share of images drawn with no shape of the asked kind (the answer is then ``[]``).
+NO_TARGET_SHARE = 0.25
 BACKGROUNDS = ("plain", "noise", "tiles")
 ANSWER_BOXES = ("tight", "cell")
 SHAPE_KINDS = ("circle", "square", "triangle")  # keep in sync with _DRAWERS
@@ -308,7 +315,27 @@ def _math(rng: random.Random, nprng: np.random.Generator, config: SyntheticConfi
     return image, problem, str(fn(a, b)), {"expression": f"{a} {op} {b}"}
 
 
-_MAKERS = {"rec": _rec, "count": _count, "math": _math}
+def _det(rng: random.Random, nprng: np.random.Generator, config: SyntheticConfig) -> tuple[Image.Image, str, Any, dict]:
+    slots = _place(rng, config, rng.randint(*config.num_shapes))
+    kind = rng.choice(config.shape_kinds)
+    others = [k for k in config.shape_kinds if k != kind]
+    none_here = bool(others) and rng.random() < NO_TARGET_SHARE
+    attrs = [(rng.choice(config.colors), rng.choice(others) if none_here else rng.choice(config.shape_kinds))
+             for _ in slots]
+    image, shapes = _shapes_image(config, nprng, slots, attrs)
+    solution = [
+        {"box": shape["box"] if config.answer_box == "tight" else _cell_box(slot, config), "label": kind}
+        for slot, shape in zip(slots, shapes) if shape["kind"] == kind
+    ]
+    return image, f"Locate every {kind} in the image.", solution, {"shapes": shapes}
+
+
+def _point(rng: random.Random, nprng: np.random.Generator, config: SyntheticConfig) -> tuple[Image.Image, str, Any, dict]:
+    """A rec scene whose answer is a click: the solution is the referent's box, the answer a point in it."""
+    return _rec(rng, nprng, config)
+
+
+_MAKERS = {"rec": _rec, "count": _count, "math": _math, "det": _det, "point": _point}
 
 
 def make_sample(task: str, index: int, seed: int = 0, config: SyntheticConfig | None = None) -> SourceItem:
@@ -347,7 +374,7 @@ def generate(task: str, n: int, seed: int = 0, config: SyntheticConfig | None = 
 
 
 def read_source(spec: Any, options: Any) -> Iterator[SourceItem | Rejected]:
-    """The ``--format synthetic`` reader: ``--task`` (rec/count/math), ``--num``, ``--seed``."""
+    """The ``--format synthetic`` reader: ``--task`` (rec/count/math/det/point), ``--num``, ``--seed``."""
     if options.task not in _MAKERS:
         raise PrepError(f"--format synthetic needs --task, one of: {', '.join(TASKS)} (got {options.task!r})")
     if not 1 <= options.num <= MAX_SAMPLES:

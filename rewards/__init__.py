@@ -8,7 +8,8 @@ Public API:
 
 - registry: :func:`register`, :func:`get`, :func:`names`, :func:`load`,
   :class:`RewardLoadError`; :func:`guard`, :class:`RewardError`.
-- built-ins (registry names): ``format``, ``format_box``, ``iou``, ``rec_acc``,
+- built-ins (registry names): ``format``, ``format_box``, ``iou``, ``rec_acc``, ``det_f1``,
+  ``det_ap``, ``det_odlength``, ``point_in_box``,
   ``math``, ``exact_match``, ``mcq``, ``count``, ``accuracy``, ``length``,
   ``repetition``; factories :func:`make_math_reward`,
   :func:`make_length_reward`, :func:`make_repetition_reward`.

@@ -22,20 +22,21 @@ from typing import Any
 from rewards import mathcheck
 from rewards.columns import iter_samples
 from rewards.registry import register
-from rewards.tasks import TASKS, Task, judge, make_math_task
+from rewards.tasks import TASKS, Task, det, judge, make_math_task
 
 
-def _applies(metric: str, task: Any) -> bool:
+def _applies(spec: Task, task: Any) -> bool:
     if not isinstance(task, str) or task not in TASKS:
         return True
-    return TASKS[task].metric == metric
+    # a reward applies to the task it is built on (det_ap on det) and to any task scored by its metric
+    return TASKS[task].metric == spec.metric or task == spec.name
 
 
 def _scores(task: Task, completions: Sequence[Any], columns: dict[str, Any], correct: bool = False
             ) -> list[float | None]:
     scores: list[float | None] = []
     for completion, sample in zip(completions, iter_samples(completions, columns)):
-        if not _applies(task.metric, sample.get("task")):
+        if not _applies(task, sample.get("task")):
             scores.append(None)
             continue
         verdict = judge(task, completion, **sample)
@@ -135,10 +136,60 @@ def make_math_reward(budget_s: float = mathcheck.DEFAULT_BUDGET_S, accept_boxed:
 register("math")(make_math_reward())
 
 
+@register("det_f1")
+def det_f1_reward(completions: Sequence[Any], **columns: Any) -> list[float | None]:
+    """F1 of a greedy one-to-one matching (IoU >= 0.5, labels equal where both have one) between the
+    answer's boxes and ``solution``'s; both empty 1.0, unparsable 0.0 (:mod:`rewards.tasks.det`).
+
+    >>> det_f1_reward(['<answer>[{"bbox_2d": [0, 0, 10, 10], "label": "cat"}, [50, 50, 60, 60]]</answer>'],
+    ...               solution=[[{"box": [0, 0, 10, 10], "label": "cat"}]], image_sizes=[[[100, 100]]],
+    ...               box_frame=["original_pixels"])
+    [0.6666666666666666]
+    """
+    return _scores(TASKS["det"], completions, columns)
+
+
+@register("det_ap")
+def det_ap_reward(completions: Sequence[Any], **columns: Any) -> list[float | None]:
+    """COCO AP@[.5:.95] of the answer's boxes (each scored 1.0) for the one sample, by pycocotools.
+
+    >>> [round(v, 6) for v in det_ap_reward(["<answer>[[0, 0, 10, 10]]</answer>"], solution=[[{"box": [0, 0, 10, 10]}]],
+    ...                                     image_sizes=[[[100, 100]]], box_frame=["original_pixels"])]
+    [1.0]
+    """
+    return _scores(det.AP_TASK, completions, columns)
+
+
+@register("det_odlength")
+def det_odlength_reward(completions: Sequence[Any], **columns: Any) -> list[float | None]:
+    """``det_ap * min(1, n_gt / n_pred)``: AP, discounted for redundant boxes (VLM-R1's odLength).
+
+    >>> [round(v, 6) for v in det_odlength_reward(["<answer>[[0, 0, 10, 10], [0, 0, 10, 10]]</answer>"],
+    ...                                           solution=[[{"box": [0, 0, 10, 10]}]], image_sizes=[[[100, 100]]],
+    ...                                           box_frame=["original_pixels"])]
+    [0.5]
+    """
+    return _scores(det.ODLENGTH_TASK, completions, columns)
+
+
+@register("point_in_box")
+def point_in_box_reward(completions: Sequence[Any], **columns: Any) -> list[float | None]:
+    """1.0 when the answer's point (a box answer: its centre), converted to original pixels, lies in the
+    ``solution`` box, edges included; else 0.0.
+
+    >>> point_in_box_reward(["<answer>[500, 500]</answer>", "<answer>[10, 990]</answer>"],
+    ...                     solution=[[40, 40, 60, 60]] * 2, image_sizes=[[[100, 100]]] * 2,
+    ...                     box_frame=["norm1000"] * 2)
+    [1.0, 0.0]
+    """
+    return _scores(TASKS["point"], completions, columns)
+
+
 @register("accuracy")
 def accuracy_reward(completions: Sequence[Any], **columns: Any) -> list[float | None]:
     """Each sample's task score, dispatched on its ``task`` through :data:`rewards.tasks.TASKS`:
-    rec -> IoU, math -> math, count -> count, mcq -> mcq, open -> exact_match;
+    rec -> IoU, math -> math, count -> count, mcq -> mcq, open -> exact_match, det -> det_f1,
+    point -> point_in_box;
     an unknown or missing task gives ``None``.
 
     >>> accuracy_reward(["<answer>B</answer>", "<answer>2</answer>", "<answer>x</answer>"],

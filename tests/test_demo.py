@@ -40,6 +40,23 @@ def test_quick_demo_writes_summary_reports_and_plot(tmp_path, capsys):
     assert summary["before"]["metrics"]["by_task"]["rec"]["mean_iou"] > 0.2
 
 
+@pytest.mark.parametrize("task, reward, figure", [("det", "det_f1", "mAP"), ("point", "point_in_box", "accuracy")])
+def test_quick_demo_runs_det_and_point(tmp_path, capsys, task, reward, figure):
+    out = tmp_path / "demo"
+    assert cli_main(["demo", "--quick", "--task", task, "--output", str(out)]) == 0
+    assert f"| held-out {task.upper()} | before GRPO | after GRPO |" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == task and summary["metric"] == figure and "rec policy" in summary["note"]
+    for side in ("before", "after"):
+        metrics = summary[side]["metrics"]
+        assert metrics["metric"] == figure and set(metrics["by_task"]) == {task}
+        assert 'class="card' in (out / f"eval_{side}" / "report.html").read_text()
+    history = json.loads((out / "grpo" / "training_log.json").read_text())
+    assert any(f"rewards/{reward}/mean" in h for h in history)
+    if task == "point":  # the rec policy's boxes count as their centre: it clicks some shapes already
+        assert summary["before"]["metrics"]["accuracy"] > 0.2
+
+
 def test_shipped_policy_is_small_bf16_and_finds_held_out_shapes(tmp_path):
     weights = SHIPPED_POLICY / "model.safetensors"
     assert sum(p.stat().st_size for p in SHIPPED_POLICY.iterdir()) < 20 * 2**20

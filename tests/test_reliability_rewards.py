@@ -29,10 +29,11 @@ from rewards import mathcheck
 
 HANG_S = 60.0
 BUILTINS = ["format", "format_box", "iou", "rec_acc", "math", "exact_match", "mcq", "count", "accuracy", "length",
-            "repetition"]
+            "repetition", "det_f1", "det_ap", "det_odlength", "point_in_box"]
 TASK_OF = {"iou": "rec", "rec_acc": "rec", "format_box": "rec", "math": "math", "exact_match": "open", "mcq": "mcq",
-           "count": "count"}
-SOLUTIONS = {"rec": [10, 20, 60, 80], "math": "3", "open": "red car", "mcq": "B", "count": 3}
+           "count": "count", "det_f1": "det", "det_ap": "det", "det_odlength": "det", "point_in_box": "point"}
+SOLUTIONS = {"rec": [10, 20, 60, 80], "math": "3", "open": "red car", "mcq": "B", "count": 3,
+             "det": [{"box": [10, 20, 60, 80], "label": "cat"}, {"box": [0, 0, 5, 5]}], "point": [10, 20, 60, 80]}
 
 # An interrupted math worker can be reported as "unraisable" from a gc callback (see test_rewards_math.py).
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

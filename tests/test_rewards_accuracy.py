@@ -160,7 +160,7 @@ def test_judge():
     assert judge("count", "<answer>two</answer>", solution=3) == Judgement(2, True, 0.0, False)
     assert judge("mcq", "<answer>(b)</answer>", solution="B").parsed == "B"
     assert judge("open", "<answer>Paris.</answer>", solution="paris").parsed == "paris"
-    with pytest.raises(KeyError, match="known tasks: count, math, mcq, open, rec"):
+    with pytest.raises(KeyError, match="known tasks: count, det, math, mcq, open, point, rec"):
         judge("nope", "x")
 
 

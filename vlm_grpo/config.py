@@ -27,6 +27,11 @@ class DataArguments:
     eval_data: list[str] | None = dataclasses.field(
         default=None, metadata={"help": "Packed dataset dirs evaluated every eval_steps during training."}
     )
+    task_modules: list[str] | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Modules that register tasks (rewards.tasks.register_task): package.module or path/to/file.py; "
+                          "imported before the data is read. Give `vlm-grpo eval` the same with --task-module."},
+    )
     task_templates: dict | str | None = dataclasses.field(
         default=None,
         metadata={"help": "Prompt template per task, e.g. {rec: '{question} ...'} (JSON on the command line)."},

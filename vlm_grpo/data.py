@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from data_prep.packed import PackedDataset, Record, load_packed
 from vlm_grpo.generation import user_message
-from vlm_grpo.prompts import TEMPLATES, render_prompt
+from vlm_grpo.prompts import merged_templates, render_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def build_rows(
     processor,
     *,
     box_frame: str,
-    templates: dict[str, str] = TEMPLATES,
+    templates: dict[str, str] | None = None,
     weights: Sequence[float] | None = None,
     max_prompt_tokens: int | None = None,
     seed: int = 0,
@@ -159,6 +159,7 @@ def build_rows(
     if not dirs:
         raise ValueError("no dataset given: set train_data (a list of packed dataset dirs made by `vlm-grpo prep`)")
     datasets = [load_packed(d) for d in dirs]
+    templates = merged_templates(None) if templates is None else templates
     for ds in datasets:
         missing = sorted({r.task for r in ds.records} - set(templates))
         if missing:

@@ -27,6 +27,9 @@ from vlm_grpo.metrics import compute_metrics
 
 logger = logging.getLogger(__name__)
 
+#: ``meta`` keys copied into each prediction, for the task metrics that group by them.
+GROUP_KEYS = ("data_type", "data_source")
+
 
 @dataclasses.dataclass
 class EvalSettings:
@@ -144,6 +147,9 @@ def _predict_chunk(model, processor, rows: RowSet, chunk: list[int], settings: E
                 texts.append(None)
                 made.append(judge_row(row, "", i, error=f"{type(single).__name__}: {single}"))
     made += [judge_row(row, text, i) for (i, row), text in zip(batch, texts) if text is not None]
+    for prediction in made:  # a task's metrics may group by these (point: ScreenSpot's text / icon, its app)
+        meta = rows.record(prediction["index"]).meta
+        prediction.update({key: meta[key] for key in GROUP_KEYS if meta.get(key) is not None})
     return sorted(made, key=lambda p: p["index"])
 
 
@@ -228,8 +234,8 @@ class EvalCallback(TrainerCallback):
             metrics = compute_metrics(sorted(gather_object(preds), key=lambda p: p["index"]))
             for key in ("accuracy", "format_rate", "parse_failure_rate"):
                 logs[f"eval_{name}/{key}"] = metrics[key]
-            if metrics["metric"] == "mean_iou":
-                logs[f"eval_{name}/mean_iou"] = metrics["value"]
+            if metrics["metric"] != "accuracy":  # the task's headline (rec: mean_iou, det: mAP)
+                logs[f"eval_{name}/{metrics['metric']}"] = metrics["value"]
             self.history.append({"step": self.trainer.state.global_step, "data": name, "metrics": metrics})
             if accelerator.is_main_process:
                 prefix = f"eval_{name}/"

@@ -1,7 +1,7 @@
 """Evaluation metrics from per-sample predictions: pure functions over plain dicts.
 
 A prediction (one line of ``predictions.jsonl``) has at least ``task``, ``correct``
-(bool), ``score`` (IoU for REC, 0/1 otherwise), ``parse_ok``, ``format_ok`` and
+(bool), ``score`` (IoU for REC, F1 for det, 0/1 otherwise), ``parse_ok``, ``format_ok`` and
 ``source``; a failed generation has ``error`` set and counts as wrong, unparsed and
 badly formatted. Accuracies come with a 95% Wilson score interval.
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+
+from rewards.tasks import TASKS
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -42,9 +44,9 @@ def summarize(predictions: Sequence[dict]) -> dict:
         "parse_failure_rate": sum(not p["parse_ok"] for p in predictions) / n if n else 0.0,
         "errors": sum(1 for p in predictions if p.get("error")),
     }
-    if predictions and predictions[0]["task"] == "rec":
-        out["acc@0.5"] = out["accuracy"]
-        out["mean_iou"] = sum(float(p["score"] or 0.0) for p in predictions) / n
+    task = TASKS.get(predictions[0]["task"]) if predictions else None
+    if task is not None and task.metrics is not None and all(p["task"] == task.name for p in predictions):
+        out.update(task.metrics(predictions))  # the task's own figures (rec: acc@0.5, mean_iou; det: mAP …)
     return out
 
 
@@ -58,8 +60,9 @@ def _group(predictions: Iterable[dict], key) -> dict[str, list[dict]]:
 def compute_metrics(predictions: Sequence[dict]) -> dict:
     """Per-task metrics, each with a per-source breakdown when the task mixes sources.
 
-    The top-level ``metric``/``value`` pair is the headline number: ``mean_iou`` when every
-    prediction is REC, else ``accuracy`` over all predictions.
+    The top-level ``metric``/``value`` pair is the headline number: when every prediction is
+    one task with a headline (:attr:`rewards.tasks.Task.headline`: rec ``mean_iou``, det ``mAP``),
+    that figure, else ``accuracy`` over all predictions.
     """
     by_task = {}
     for task, preds in _group(predictions, lambda p: p["task"]).items():
@@ -69,11 +72,14 @@ def compute_metrics(predictions: Sequence[dict]) -> dict:
             entry["by_source"] = {source: summarize(group) for source, group in sources.items()}
         by_task[task] = entry
     overall = summarize(predictions) if predictions else summarize([])
-    only_rec = bool(by_task) and set(by_task) == {"rec"}
-    headline = "mean_iou" if only_rec else "accuracy"
+    only = TASKS.get(next(iter(by_task))) if len(by_task) == 1 else None
+    headline = only.headline if only is not None and only.headline else None
+    value = by_task[only.name].get(headline) if headline else None
+    if value is None:  # no headline, or none to give (det data without any ground-truth box)
+        headline, value = "accuracy", overall["accuracy"]
     return {
         "metric": headline,
-        "value": by_task["rec"]["mean_iou"] if only_rec else overall["accuracy"],
+        "value": value,
         "count": overall["count"],
         "accuracy": overall["accuracy"],
         "accuracy_ci95": overall["accuracy_ci95"],

@@ -1,7 +1,8 @@
 """Prompt templates, one per task, shared by training, SFT and evaluation.
 
-A template is a ``str.format`` string with ``{question}``; the REC template also
-takes ``{frame}``, the sentence that says which coordinate frame the box is in
+A template is a ``str.format`` string with ``{question}``; each task's module in
+:mod:`rewards.tasks` holds its own (``Task.template``). Box tasks' templates also
+take ``{frame}``, the sentence that says which coordinate frame the box is in
 (it depends on the model family, see DESIGN.md "Box coordinate frames").
 Users override templates per task with the ``task_templates`` config key.
 """
@@ -12,20 +13,17 @@ import string
 from collections.abc import Mapping
 
 from data_prep.model_limits import special_token_in
+from rewards.tasks import BUILTIN_TASKS, REASONING, TASKS  # noqa: F401  (REASONING re-exported)
 
-REASONING = (
-    "First output the thinking process in <think> </think> tags and then output the final answer "
-    "in <answer> </answer> tags."
-)
 
-TEMPLATES: dict[str, str] = {
-    "rec": "{question}\n" + REASONING + " The answer is the bounding box of that region as JSON "
-    "[x1, y1, x2, y2], {frame}.",
-    "math": "{question}\n" + REASONING + " Put only the final value or expression in the answer.",
-    "count": "{question}\n" + REASONING + " The answer is a single integer.",
-    "mcq": "{question}\n" + REASONING + " The answer is the letter of the correct option.",
-    "open": "{question}\n" + REASONING + " The answer is a short phrase.",
-}
+def task_templates() -> dict[str, str]:
+    """Each registered task's own template (:attr:`rewards.tasks.Task.template`), read now, so a
+    task registered by a plugin module has its template too."""
+    return {name: task.template for name, task in TASKS.items()}
+
+
+TEMPLATES: dict[str, str] = task_templates()
+"""The built-in tasks' templates (each task's module owns its own)."""
 
 FRAME_SENTENCES: dict[str, str] = {
     "model_pixels": "in pixels of the image as you see it",
@@ -57,16 +55,21 @@ def check_template(task: str, template: str) -> None:
 
 
 def merged_templates(overrides: Mapping[str, str] | None) -> dict[str, str]:
-    """The built-in templates with the user's overrides applied (and checked)."""
-    templates = dict(TEMPLATES)
+    """The registered tasks' templates with the user's overrides applied; overrides and a
+    user task's own template are checked."""
+    templates = task_templates()
+    for task, template in templates.items():
+        if task not in BUILTIN_TASKS:
+            check_template(task, template)
     for task, template in (overrides or {}).items():
         check_template(task, template)
         templates[task] = template
     return templates
 
 
-def render_prompt(task: str, question: str, box_frame: str, templates: Mapping[str, str] = TEMPLATES) -> str:
-    """The user-turn text for one record."""
+def render_prompt(task: str, question: str, box_frame: str, templates: Mapping[str, str] | None = None) -> str:
+    """The user-turn text for one record (``templates``: default, the registered tasks' own)."""
+    templates = task_templates() if templates is None else templates
     if task not in templates:
         raise ValueError(
             f"no prompt template for task {task!r}; known tasks: {sorted(templates)}. "

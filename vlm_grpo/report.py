@@ -1,8 +1,9 @@
 """A self-contained HTML report: metrics on top, then a gallery of samples, failures first.
 
-Images are embedded as base64 PNG thumbnails with the ground-truth box drawn in
-green and the predicted box in red (both in original pixels, scaled with the
-thumbnail). Buttons filter the gallery to correct or incorrect samples.
+Images are embedded as base64 PNG thumbnails with what each task draws
+(``Task.marks``: rec's boxes, det's every box with its label, point's box and
+click) in green for the ground truth and red for the prediction (original pixels,
+scaled with the thumbnail). Buttons filter the gallery to correct or incorrect samples.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from rewards.tasks import TASKS, Mark
 from vlm_grpo.data import RowSet
 from vlm_grpo.files import atomic_write_text
 
@@ -26,12 +28,29 @@ MAX_SAMPLES = 500  # gallery size cap; metrics always cover every sample
 
 def draw_boxes(image: Image.Image, truth=None, predicted=None, size: int = THUMB) -> Image.Image:
     """A thumbnail of ``image`` with the boxes (original-pixel coordinates) drawn on it."""
+    marks = [Mark("box", list(box), role) for box, role in ((truth, "truth"), (predicted, "pred"))
+             if _is_box(box) and box[2] > box[0] and box[3] > box[1]]
+    return draw_marks(image, marks, size)
+
+
+def draw_marks(image: Image.Image, marks: list[Mark], size: int = THUMB) -> Image.Image:
+    """A thumbnail of ``image`` with a task's marks (original pixels) drawn on it: boxes as
+    rectangles, points as a cross in a circle, each label written at its top left."""
     scale = size / max(image.size)  # small synthetic images are enlarged too, so boxes stay visible
     thumb = image.convert("RGB").resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
     draw = ImageDraw.Draw(thumb)
-    for box, colour in ((truth, GT_COLOUR), (predicted, PRED_COLOUR)):
-        if _is_box(box) and box[2] > box[0] and box[3] > box[1]:
-            draw.rectangle([v * scale for v in box], outline=colour, width=2)
+    for mark in marks:
+        colour = GT_COLOUR if mark.role == "truth" else PRED_COLOUR
+        xy = [v * scale for v in mark.xy]
+        if mark.kind == "point":
+            x, y = xy
+            draw.ellipse([x - 5, y - 5, x + 5, y + 5], outline=colour, width=2)
+            draw.line([x - 7, y, x + 7, y], fill=colour, width=1)
+            draw.line([x, y - 7, x, y + 7], fill=colour, width=1)
+        else:
+            draw.rectangle(xy, outline=colour, width=2)
+        if mark.label:
+            draw.text((xy[0] + 2, xy[1] + 1), mark.label[:40], fill=colour)
     return thumb
 
 
@@ -51,9 +70,9 @@ def _card(prediction: dict, rows: RowSet) -> str:
     try:
         record = rows.record(prediction["index"])
         if record.images:
-            truth = prediction["solution"] if prediction["task"] == "rec" else None
-            predicted = prediction["parsed"] if prediction["task"] == "rec" else None
-            thumb = draw_boxes(rows.image(prediction["index"]), truth, predicted)
+            task = TASKS.get(prediction["task"])
+            marks = task.marks(prediction["solution"], prediction["parsed"]) if task is not None and task.marks else []
+            thumb = draw_marks(rows.image(prediction["index"]), marks)
             image_html = f'<img src="{_data_uri(thumb)}" alt="{html.escape(str(prediction["id"]))}">'
     except Exception as err:  # the report never fails on one unreadable image
         image_html = f"<p class=err>image unavailable: {html.escape(str(err))}</p>"
@@ -76,11 +95,17 @@ def _card(prediction: dict, rows: RowSet) -> str:
     )
 
 
+_FIGURES = (("mean_iou", "mean IoU"), ("mAP", "mAP@[.5:.95]"), ("AP50", "AP50"), ("AP75", "AP75"),
+            ("recall", "recall"), ("mean_det_f1", "mean det F1"))
+
+
 def _metrics_table(metrics: dict) -> str:
     rows = []
     for task, m in metrics["by_task"].items():
         low, high = m["accuracy_ci95"]
-        extra = f", mean IoU {m['mean_iou']:.3f}" if "mean_iou" in m else ""
+        extra = "".join(f", {label} {m[key]:.3f}" for key, label in _FIGURES if isinstance(m.get(key), (int, float)))
+        extra += "".join(f", {html.escape(k)} {100 * v['accuracy']:.1f}% (n={v['count']})"
+                         for group in ("by_data_type", "by_data_source") for k, v in m.get(group, {}).items())
         rows.append(
             f"<tr><td>{html.escape(task)}</td><td>{m['count']}</td><td>{100 * m['accuracy']:.1f}% "
             f"({100 * low:.1f}–{100 * high:.1f}%){extra}</td><td>{100 * m['format_rate']:.1f}%</td>"

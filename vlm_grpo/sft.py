@@ -4,26 +4,27 @@ Each packed record becomes a prompt (the same template GRPO uses) and a target
 ``<think>…</think><answer>…</answer>``. The thinking text is the record's
 ``meta.thinking`` when the dataset has one, else the question itself (for REC,
 the referring phrase): short and fixed, so a small model learns the format in a
-few dozen steps, and the phrase sits right before the answer. REC answers are
-the solution box converted into the model family's frame (what the rewards
-convert back from), rounded to integers.
+few dozen steps, and the phrase sits right before the answer. Answers are each
+task's ``Task.target``: boxes (rec, det) and points (point: the box centre) are
+converted into the model family's frame (what the rewards convert back from),
+rounded to integers.
 """
 
 from __future__ import annotations
 
-import json
-
-from rewards.boxes import from_original_pixels
+from rewards.tasks import TASKS
+from rewards.tasks.base import plain_target
 from vlm_grpo.data import RowSet
 
 
 def answer_text(row: dict) -> str:
-    """The solution written the way the model is asked to answer."""
-    solution = row["solution"]
-    if row["task"] == "rec":
-        box = from_original_pixels(solution, row["box_frame"], row["image_sizes"][0], row["model_image_sizes"][0])
-        return json.dumps([round(v) for v in box])
-    return solution if isinstance(solution, str) else json.dumps(solution)
+    """The solution written the way the model is asked to answer: the task's own target
+    (:attr:`rewards.tasks.Task.target`; a box task's in the row's box frame), or for an
+    unregistered task the solution itself."""
+    task = TASKS.get(row["task"])
+    target = task.target if task is not None else plain_target
+    return target(row["solution"], box_frame=row["box_frame"], image_sizes=row["image_sizes"],
+                  model_image_sizes=row["model_image_sizes"])
 
 
 def thinking_text(row: dict, meta: dict) -> str:

@@ -30,6 +30,7 @@ from vlm_grpo.config import DataArguments, RewardArguments, VisionArguments
 from vlm_grpo.data import RowSet, build_rows
 from vlm_grpo.files import atomic_write_text, save_pretrained_atomically
 from vlm_grpo.modeling import family_of, freeze_vision, load_config, load_model, load_processor, lora_config
+from rewards.tasks import load_task_module
 from vlm_grpo.prompts import merged_templates
 from vlm_grpo.runs import overwrite_of, plan_run, start_run
 from vlm_grpo.speed.features import FeatureStatus, enable_speed_features
@@ -64,10 +65,18 @@ class Prepared:
         }}
 
 
+def load_task_modules(data_args: DataArguments) -> None:
+    """Import the user's ``task_modules`` (each once), so their tasks are registered before templates,
+    data and rewards are read."""
+    for spec in data_args.task_modules or []:
+        load_task_module(spec)
+
+
 def prepare(args, model_args, data_args: DataArguments, vision_args: VisionArguments) -> Prepared:
     """Resolve the checkpoint, processor, templates and datasets (no model weights are read)."""
     if not model_args.model_name_or_path:
         raise ValueError("model_name_or_path is not set: give a hub id, a checkpoint folder or a `vlm-grpo tiny` output")
+    load_task_modules(data_args)
     config = load_config(model_args.model_name_or_path, revision=model_args.model_revision)
     box_frame = vision_args.box_frame or family_of(config).box_frame
     templates = merged_templates(data_args.task_templates)
@@ -117,6 +126,7 @@ def build_grpo_trainer(args, model_args, data_args, vision_args, reward_args):
     """A ready ``GRPOTrainer`` and the prepared data (checked first, then the model is loaded)."""
     from trl import GRPOTrainer
 
+    load_task_modules(data_args)  # before the rewards: a task module may register rewards by name
     reward_funcs = resolve_rewards(reward_args, args.reward_weights)
     check_save_steps(args)
     eval_by_epoch = _take_over_evaluation(args, data_args)

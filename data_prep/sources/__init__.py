@@ -29,6 +29,8 @@ FORMATS: dict[str, str] = {
     "rec-json": "data_prep.sources.rec_json:read",
     "parquet": "data_prep.sources.parquet:read",
     "hf-disk": "data_prep.sources.hf_disk:read",
+    "coco": "data_prep.sources.coco:read",
+    "screenspot": "data_prep.sources.screenspot:read",
     "synthetic": "data_prep.synthetic:read_source",
 }
 
@@ -63,6 +65,9 @@ class SourceOptions:
             parquet and hf-disk column names; None picks the first present of the defaults.
         split: hf-disk: which split of a saved ``DatasetDict`` to read.
         num / seed / synthetic: the synthetic source's size, seed and generator config.
+        coco_records: coco: ``category`` (a record per image and category) or ``image``.
+        coco_negatives: coco, ``category``: absent categories asked per image (solution ``[]``).
+        screenspot_bbox: screenspot: ``xywh`` (the original release) or ``xyxy``.
         allow_images_outside_root: read image paths that resolve outside the image root
             (absolute paths, ``..``, symlinks out); off by default, see
             :func:`data_prep.sources.common.source_image_path`.
@@ -81,6 +86,9 @@ class SourceOptions:
     seed: int = 0
     synthetic: SyntheticConfig | None = field(default=None)
     allow_images_outside_root: bool = False
+    coco_records: str = "category"
+    coco_negatives: int = 0
+    screenspot_bbox: str = "xywh"
 
 
 class Reader(Protocol):

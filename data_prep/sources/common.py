@@ -7,7 +7,7 @@ Task rule (used by every reader, first match wins):
 2. The source names a reward/task (VLM-R1's ``accu_reward_method``, a table's task
    column): mapped through :data:`TASK_FROM_METHOD`; ``default`` and unknown names
    fall through to 3.
-3. Inferred from the answer (:func:`infer_task`): a 4-number box, or an answer that looks
+3. Inferred from the answer (:func:`infer_task`): two or more boxes -> ``det``; a 4-number box, or an answer that looks
    like a box but is not a valid one (:func:`looks_like_box`: 3 to 8 numbers, 4 values
    that are not all finite numbers, a ``bbox_2d``/``bbox`` object) -> ``rec``, so that the
    bad box is an ``invalid_solution`` naming the record, never a silent ``open``; a lone
@@ -24,7 +24,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from data_prep.packed import PrepError, is_finite_number, parse_json
+from data_prep.packed import PrepError, parse_json
+from rewards.tasks import TASKS
+from rewards.tasks.answers import BOX_KEYS, answer_text, box_problem, looks_like_box, source_box, unwrapped  # noqa: F401
 
 #: Fixed instruction text that VLM-R1-style data prepends to the actual question;
 #: stripped (case-insensitively, after the ``<image>`` markers) so ``problem`` is the
@@ -56,12 +58,17 @@ TASK_FROM_METHOD: dict[str, str] = {
     "yes_no": "open",
     "llm": "open",
     "open": "open",
+    # VLM-R1's detection rewards (od_ap, odLength), and the tasks by name
+    "od_ap": "det",
+    "od_ap50": "det",
+    "odlength": "det",
+    "det": "det",
+    "point": "point",
     # MathVista's question_type column (pass --task-column question_type)
     "multi_choice": "mcq",
     "free_form": "math",
 }
 
-_ANSWER_TAGS = re.compile(r"^\s*<answer>(.*?)</answer>\s*$", re.DOTALL | re.IGNORECASE)
 _LETTER = re.compile(r"^\(?([A-Za-z])\)?[.:]?$")
 _OPTIONS = re.compile(r"(^|[\s(])[A-E][.):]\s")
 _COUNT_QUESTION = re.compile(r"\b(how many|what number of)\b", re.IGNORECASE)
@@ -85,138 +92,24 @@ def clean_question(text: str) -> str:
     return text
 
 
-def answer_text(value: Any) -> str:
-    """The answer as text, without ``<answer>…</answer>`` wrapping and outer whitespace."""
-    text = value if isinstance(value, str) else json.dumps(value)
-    match = _ANSWER_TAGS.match(text)
-    return (match.group(1) if match else text).strip()
+#: How a raw source answer becomes a solution: each task's ``read_answer`` (its module in
+#: :mod:`rewards.tasks`); a task without one keeps a text answer as text.
+def solution_parser(task: str) -> Callable[[Any], Any] | None:
+    spec = TASKS.get(task)
+    return spec.read_answer if spec is not None else None
 
 
 def parse_box(value: Any) -> list[float] | None:
     """A ``[x1, y1, x2, y2]`` box from a list, a JSON string (maybe in answer tags), or a
     ``{"bbox_2d": [...]}`` / ``{"bbox": [...]}`` object or a one-element list of such;
     None when the value is not a box."""
-    if isinstance(value, str):
-        try:
-            value = parse_json(answer_text(value))
-        except ValueError:
-            return None
-    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
-        value = value[0]
-    if isinstance(value, dict):
-        value = value.get("bbox_2d", value.get("bbox"))
-    if isinstance(value, list) and len(value) == 4 and all(is_finite_number(v) for v in value):
-        return list(value)
-    return None
-
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not is_finite_number(value):
-            raise ValueError(f"expected a finite number or a string answer, got {value!r}")
-        return str(value)
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string answer, got {value!r}")
-    text = answer_text(value)
-    if not text:
-        raise ValueError("the answer is empty")
-    return text
-
-
-_BOX_KEYS = ("bbox_2d", "bbox")
-#: Lengths of a list of numbers that is taken for a (broken) box: 2 is left out, it is
-#: as often an interval or a point; 4 is a box whatever its values.
-_BOX_LIKE_LENGTHS = range(3, 9)
-
-
-def _unwrapped(value: Any) -> Any:
-    """The answer as parsed JSON when it is JSON text (maybe in answer tags), else itself."""
-    if isinstance(value, str):
-        try:
-            return parse_json(answer_text(value))
-        except ValueError:
-            return None
-    return value
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def looks_like_box(value: Any) -> bool:
-    """Whether an answer was meant as a box, valid or not.
-
-    >>> [looks_like_box(a) for a in ["[1, 2, 3, 4]", "[NaN, 0, 5, 5]", "[1, 1, 5]", '{"bbox_2d": 7}', "[1, 2]", "4"]]
-    [True, True, True, True, False, False]
-    """
-    value = _unwrapped(value)
-    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
-        value = value[0]
-    if isinstance(value, dict):
-        return any(key in value for key in _BOX_KEYS)
-    if not isinstance(value, list):
-        return False
-    if len(value) == 4:
-        return any(_is_number(v) for v in value) and all(v is None or isinstance(v, (int, float, str)) for v in value)
-    return len(value) in _BOX_LIKE_LENGTHS and all(_is_number(v) for v in value)
-
-
-def box_problem(value: Any) -> str:
-    """What is wrong with an answer that is not a valid ``[x1, y1, x2, y2]`` box."""
-    value = _unwrapped(value)
-    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
-        value = value[0]
-    if isinstance(value, dict):
-        value = value.get("bbox_2d", value.get("bbox"))
-    if not isinstance(value, list):
-        return "it is not a list of 4 numbers"
-    if len(value) != 4:
-        return f"it has {len(value)} values, a box has 4"
-    if not all(_is_number(v) for v in value):
-        return "not every value is a number"
-    return "a value is not finite (NaN, Infinity or too large)"
-
-
-def _as_box(value: Any) -> list[float]:
-    box = parse_box(value)
-    if box is None:
-        raise ValueError(f"expected a box [x1, y1, x2, y2], got {value!r} ({box_problem(value)})")
-    return box
-
-
-def _as_count(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"expected an integer count, got {value!r}")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, str) and _INT.match(answer_text(value)):
-        value = int(answer_text(value))
-    if not isinstance(value, int) or value < 0:
-        raise ValueError(f"expected an integer count >= 0, got {value!r}")
-    return value
-
-
-def _as_letter(value: Any) -> str:
-    match = _LETTER.match(answer_text(value)) if isinstance(value, str) else None
-    if not match:
-        raise ValueError(f"expected a choice letter such as 'B' or '(B)', got {value!r}")
-    return match.group(1).upper()
-
-
-#: How a raw source answer becomes a solution, per task. Other tasks keep text answers as text.
-SOLUTION_PARSERS: dict[str, Callable[[Any], Any]] = {
-    "rec": _as_box,
-    "count": _as_count,
-    "mcq": _as_letter,
-    "math": _as_text,
-    "open": _as_text,
-}
+    return source_box(value)
 
 
 def coerce_solution(task: str, value: Any, *, where: str, inferred: bool = False) -> Any:
     """Turn a raw answer into the task's solution type, or raise ``invalid_solution``
     (``inferred``: the task was guessed from the answer, and the message says how to name it)."""
-    parser = SOLUTION_PARSERS.get(task)
+    parser = solution_parser(task)
     try:
         if parser is not None:
             return parser(value)
@@ -231,8 +124,18 @@ def coerce_solution(task: str, value: Any, *, where: str, inferred: bool = False
         raise PrepError(f"{where}: {task} answer: {exc}{hint}", reason="invalid_solution") from None
 
 
+def _is_box_list(answer: Any) -> bool:
+    """Two or more boxes (``[x1, y1, x2, y2]`` or ``{"bbox_2d": …}`` objects): a detection answer."""
+    value = unwrapped(answer)
+    return isinstance(value, list) and len(value) >= 2 and all(
+        (isinstance(v, dict) and any(k in v for k in BOX_KEYS)) or (isinstance(v, list) and len(v) == 4) for v in value
+    )
+
+
 def infer_task(problem: str, answer: Any) -> str:
     """Guess the task from the answer and question (rule 3 of the module docstring)."""
+    if _is_box_list(answer):
+        return "det"
     if parse_box(answer) is not None or looks_like_box(answer):
         return "rec"
     text = answer_text(answer) if isinstance(answer, str) else str(answer)

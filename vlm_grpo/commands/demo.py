@@ -2,9 +2,10 @@
 
 ``vlm-grpo demo`` runs public commands in order, with their real options:
   1. policy  the starting policy: the small Qwen2.5-VL shipped in ``vlm_grpo/assets/demo_policy``
-  2. prep    synthetic REC data, split by image into train and val
-  3. eval    the starting policy on val (mean IoU, acc@0.5, format rate)
-  4. train   GRPO with the format and iou rewards
+  2. prep    synthetic REC data (``--task det|point``: detection or click data on the same
+             scenes), split by image into train and val
+  3. eval    the starting policy on val (mean IoU, acc@0.5, format rate; det: mAP; point: clicks)
+  4. train   GRPO with the format and the task's reward (iou, det_f1, point_in_box)
   5. eval    the trained policy on the same val set
 Then it prints a before/after table and writes summary.json (metric, before, after,
 stage times), the two eval reports (HTML with boxes) and rewards.png.
@@ -79,8 +80,36 @@ SYNTHETIC = ["--image-size", "112", "--grid", "28", "--num-shapes", "1", "--size
 SFT = ["--learning_rate", "1e-3", "--per_device_train_batch_size", "16", "--lr_scheduler_type", "cosine"]
 # loss_type dapo: the demo's figures (README "Demo") were measured with it, TRL's default then; the project's
 # default is grpo (the published VLM-R1 / R1-V recipes).
-GRPO = ["--reward_funcs", "format", "iou", "--learning_rate", "5e-5", "--temperature", "1.0", "--beta", "0.04",
+GRPO = ["--learning_rate", "5e-5", "--temperature", "1.0", "--beta", "0.04",
         "--max_completion_length", "48", "--loss_type", "dapo"]
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoTask:
+    """What ``--task`` changes: the synthetic data, the task reward GRPO adds to ``format``, and the figures shown."""
+
+    reward: str
+    metric: str  # what summary.json's ``metric`` names (the eval headline)
+    figures: tuple[tuple[str, str], ...]  # (label, key of the task's metrics) printed before and after
+    synthetic: tuple[str, ...] = ()
+    note: str = ""
+    template_from_rec: bool = False  # prompt with the rec template, the one the shipped policy knows
+
+
+#: ``--task``: rec (the default, what the shipped policy was pre-trained on), det and point, from the same policy.
+DEMO_TASKS = {
+    "rec": DemoTask("iou", "mean_iou", (("mean IoU", "mean_iou"), ("acc@0.5", "acc@0.5"), ("format rate", "format_rate"))),
+    "det": DemoTask("det_f1", "mAP", (("mAP@[.5:.95]", "mAP"), ("AP50", "AP50"), ("mean det F1", "mean_det_f1"),
+                                      ("format rate", "format_rate")),
+                    synthetic=("--num-shapes", "1-2"), template_from_rec=True,
+                    note="det starts from the shipped rec policy, prompted with the rec template it was pre-trained "
+                         "on (the det template is new to it): it keeps the answer format but does not answer boxes to "
+                         "'Locate every circle' (mAP 0 before GRPO); the run shows the det pipeline end to end (prep, "
+                         "det_f1 reward, COCO mAP, the report's labelled boxes), not a trained detector"),
+    "point": DemoTask("point_in_box", "accuracy", (("click accuracy", "accuracy"), ("format rate", "format_rate")),
+                      note="point starts from the shipped rec policy: its box answers count as their centre, so it "
+                           "clicks the shape it localises; GRPO then trains on point_in_box"),
+}
 QUICK_NOTE = ("quick run: {steps} GRPO steps are a smoke test of the pipeline, not a measure of learning (before and "
               "after can differ either way); `vlm-grpo demo` runs the real comparison")
 COMMON = ["--use_cpu", "true", "--report_to", "none", "--activation_checkpointing", "false", "--freeze_vision", "true"]
@@ -94,6 +123,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-seed", type=int, default=DATA_SEED,
                         help="prep seed (default: %(default)s, the shipped policy's pre-training data, whose val split "
                              "it never trained on)")
+    parser.add_argument("--task", choices=sorted(DEMO_TASKS), default="rec",
+                        help="rec (default: the task the shipped policy was pre-trained on), det (several boxes, "
+                             "COCO mAP) or point (a click in the box), all on synthetic shapes")
     parser.add_argument("--quick", action="store_true", help="a reduced run (under 2 minutes), used by the tests")
     parser.add_argument("--policy", type=Path, default=SHIPPED_POLICY,
                         help="starting checkpoint (default: the shipped pre-trained policy, %(default)s)")
@@ -123,10 +155,11 @@ class _Stages:
             raise RuntimeError(f"demo stage {stage!r} failed (exit code {code}); see the messages above")
 
 
-def _prep(run: _Stages, out: Path, train: int, val: int, seed: int) -> None:
+def _prep(run: _Stages, out: Path, train: int, val: int, seed: int, task: str = "rec") -> None:
     total = train + val
-    run("data", ["prep", "--format", "synthetic", "--task", "rec", "--num", str(total), "--seed", str(seed),
-                 "--val-fraction", f"{val / total:.6f}", "--output", str(out), "--overwrite", "--quiet", *SYNTHETIC])
+    run("data", ["prep", "--format", "synthetic", "--task", task, "--num", str(total), "--seed", str(seed),
+                 "--val-fraction", f"{val / total:.6f}", "--output", str(out), "--overwrite", "--quiet", *SYNTHETIC,
+                 *DEMO_TASKS[task].synthetic])
 
 
 def _metrics(folder: Path) -> dict:
@@ -141,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
 
     out = make_output_dir(args.output, "--output")
     if args.make_policy:
+        if args.task != "rec":
+            raise SystemExit("vlm-grpo demo: --make-policy pre-trains the rec policy; drop --task")
         return make_policy(out, args.seed, args.data_seed, MAKE_POLICY_QUICK if args.quick else MAKE_POLICY)
     if not (args.policy / "config.json").is_file():
         raise SystemExit(f"vlm-grpo demo: no checkpoint in {args.policy} (config.json missing); "
@@ -153,8 +188,16 @@ def run(args: argparse.Namespace) -> int:
     remove_model_folder(policy)
     shutil.copytree(args.policy, policy)
     stages.seconds["policy"] = round(time.perf_counter() - start, 1)
-    _prep(stages, data, plan.train_records, plan.val_records, args.data_seed)
+    task = DEMO_TASKS[args.task]
+    _prep(stages, data, plan.train_records, plan.val_records, args.data_seed, args.task)
     evaluate = ["--data", str(data / "val"), *EVAL]
+    templates: list[str] = []
+    if task.template_from_rec:
+        from rewards.tasks import TASKS
+
+        templates = [json.dumps({args.task: TASKS["rec"].template})]
+        evaluate += ["--task-templates", *templates]
+        templates = ["--task_templates", *templates]
     stages("eval_before", ["eval", "--model", str(policy), "--output", str(out / "eval_before"), *evaluate])
     stages("grpo", ["train", "--model_name_or_path", str(policy), "--train_data", str(data / "train"),
                     "--output_dir", str(grpo), "--max_steps", str(plan.grpo_steps),
@@ -162,17 +205,20 @@ def run(args: argparse.Namespace) -> int:
                     "--per_device_train_batch_size", str(plan.prompts_per_step * plan.num_generations),
                     "--logging_steps", "1" if args.quick else "5", "--rollout_log_steps", "50", "--save_strategy", "no",
                     "--seed", str(args.seed), "--overwrite_output_dir", "true",  # a demo run again into the same --output replaces its own
-                    *GRPO, *COMMON])
+                    "--reward_funcs", "format", task.reward, *templates, *GRPO, *COMMON])
     stages("eval_after", ["eval", "--model", str(grpo), "--output", str(out / "eval_after"), *evaluate])
     before, after = _metrics(out / "eval_before"), _metrics(out / "eval_after")
     plot_rewards(grpo / "training_log.json", out / "rewards.png")
-    summary = {"metric": "mean_iou", "before": before, "after": after, "seconds": stages.seconds, "seed": args.seed,
+    summary = {"task": args.task, "metric": task.metric, "before": before, "after": after, "seconds": stages.seconds, "seed": args.seed,
                "data_seed": args.data_seed, "quick": args.quick, "policy": str(args.policy), "plan": dataclasses.asdict(plan)}
+    notes = [task.note] if task.note else []
     if args.quick:
-        summary["note"] = QUICK_NOTE.format(steps=plan.grpo_steps)
+        notes.append(QUICK_NOTE.format(steps=plan.grpo_steps))
+    if notes:
+        summary["note"] = "; ".join(notes)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    print_table(before["metrics"], after["metrics"], stages.seconds)
-    if args.quick:
+    print_table(before["metrics"], after["metrics"], stages.seconds, args.task)
+    if notes:
         print(f"\n{summary['note']}")
     print(f"\nreports: {out / 'eval_before' / 'report.html'}, {out / 'eval_after' / 'report.html'}")
     print(f"reward curve: {out / 'rewards.png'}; summary: {out / 'summary.json'}")
@@ -234,11 +280,12 @@ def remove_model_folder(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def print_table(before: dict, after: dict, times: dict[str, float]) -> None:
-    rec_b, rec_a = before["by_task"]["rec"], after["by_task"]["rec"]
-    print("\n| held-out REC | before GRPO | after GRPO |\n|---|---:|---:|")
-    for label, key in (("mean IoU", "mean_iou"), ("acc@0.5", "acc@0.5"), ("format rate", "format_rate")):
-        print(f"| {label} | {rec_b[key]:.3f} | {rec_a[key]:.3f} |")
+def print_table(before: dict, after: dict, times: dict[str, float], task: str = "rec") -> None:
+    task_b, task_a = before["by_task"][task], after["by_task"][task]
+    print(f"\n| held-out {task.upper()} | before GRPO | after GRPO |\n|---|---:|---:|")
+    shown = lambda value: "–" if value is None else f"{value:.3f}"  # noqa: E731  (det mAP is None without any box)
+    for label, key in DEMO_TASKS[task].figures:
+        print(f"| {label} | {shown(task_b.get(key))} | {shown(task_a.get(key))} |")
     print(f"\nstage times (s): {json.dumps(times)}; total {sum(times.values()):.0f}s")
 
 

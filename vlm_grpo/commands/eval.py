@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--box-frame", choices=["model_pixels", "norm1000", "original_pixels"],
                         help="frame the model answers boxes in (default: from the model family)")
     parser.add_argument("--task-templates", help="JSON mapping task -> prompt template (as in training)")
+    parser.add_argument("--task-module", action="append", default=[], metavar="MODULE",
+                        help="module that registers tasks (package.module or file.py; as task_modules in training); "
+                             "repeatable")
     parser.add_argument("--resume", action="store_true", help="keep finished samples of an interrupted run in --output")
 
 
@@ -78,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
     from vlm_grpo.files import output_errors_explained
 
     _check_sizes(args)
+    from rewards.tasks import load_task_module
+
+    for spec in args.task_module:
+        load_task_module(spec)
     job = EvalJob(
         model=args.model,
         data=list(args.data),
