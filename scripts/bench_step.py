@@ -67,13 +67,18 @@ describe a larger checkpoint (vision 27 x 1152 x 4304, text 32 x 4096), so the
 matmuls 2.42, full attention over 4000 patches 1.57, four mergers 0.22),
 language model 9.47 TFLOP (36 layers x 1228 tokens, logits for 128): the ratio
 is 0.446 (Qwen2.5-VL-3B: 0.771; Qwen3-VL's tower is smaller relative to its
-language model). The scaled Qwen3-VL keeps the language model at width 128
-(4 layers, 4 heads, 1 KV head as 4B's 32:8, MLP 3.8x as in 4B: 488), a vision
-tower of width 64 (128 * 1024 / 2560 = 51, rounded to one 64-wide head, 4B's
-vision head width), 4 blocks with DeepStack after blocks 0, 1, 2 (three as in
-4B); the vision MLP width is solved for the ratio as for Qwen2.5-VL, on 384x384
-images (144 tokens of 32 px). The shared-prompt workload is a 992x992 image
-(961 tokens).
+language model). The scaled Qwen3-VL keeps the language model at width 192
+(4 layers, 4 heads, 1 KV head as 4B's 32:8, MLP 3.8x as in 4B: 728), a vision
+tower of width 64 (192 * 1024 / 2560 = 77, rounded down to one 64-wide head,
+4B's vision head width), 3 blocks with DeepStack after each (three mergers as
+in 4B); the vision MLP width is solved for the ratio as for Qwen2.5-VL, on
+384x384 images (144 tokens of 32 px): it comes out at 88 (1.4x the width; 4B:
+4x). Why wider and shallower than the Qwen2.5-VL scaled model: Qwen3-VL's
+tower has no windows, and at small widths full attention over an image's
+patches weighs far more against the language model than at 4B's widths (a
+128-wide LM with a 4-block, 64-wide tower gives a ratio of 1.03 even with an
+8-wide MLP). The shared-prompt workload is a 992x992 image (961 tokens), on
+which the same model's ratio is 1.64 (the Qwen2.5-VL scaled model's: 1.6).
 
 ``--settings`` picks the vision settings to run (default both: trainable, frozen).
 
@@ -135,9 +140,9 @@ SCALED_COMPLETION = 32  # completion tokens of the sequence the scaled model's F
 SCALED_TEXT = {"text_hidden": 128, "text_layers": 4, "text_heads": 4, "text_kv_heads": 2, "text_intermediate": 688}
 SCALED_VISION = {"vision_hidden": 80, "vision_depth": 4, "vision_heads": 1}  # 80 = 128 * 1280 / 2048
 SCALED_WINDOW, SCALED_FULL_BLOCKS = 112, [3]
-# Qwen3-VL: 4B's proportions at LM width 128 (1 KV head of 4 as 32:8, MLP 3.8x), vision width 64 (one head)
-SCALED_TEXT_QWEN3 = {"text_hidden": 128, "text_layers": 4, "text_heads": 4, "text_kv_heads": 1, "text_intermediate": 488}
-SCALED_VISION_QWEN3 = {"vision_hidden": 64, "vision_depth": 4, "vision_heads": 1}
+# Qwen3-VL: 4B's proportions at LM width 192 (1 KV head of 4 as 32:8, MLP 3.8x), vision width 64 (one head)
+SCALED_TEXT_QWEN3 = {"text_hidden": 192, "text_layers": 4, "text_heads": 4, "text_kv_heads": 1, "text_intermediate": 728}
+SCALED_VISION_QWEN3 = {"vision_hidden": 64, "vision_depth": 3, "vision_heads": 1}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -116,8 +116,10 @@ def test_lora_targets_the_language_model_only_and_leaves_experts_and_router_to_f
     assert adapted["qwen3_vl_moe"] == attention  # fused experts (3-D parameters) and the router are not adapted
 
 
-@pytest.mark.parametrize("name", ["qwen3_vl", "qwen3_vl_moe"])
-def test_qwen3_vl_tiny_prep_train_eval_offline_in_norm1000(name, tmp_path, caplog):
+@pytest.mark.parametrize("name", ["qwen2_vl", "qwen3_vl", "qwen3_vl_moe"])
+def test_tiny_prep_train_sft_eval_offline_in_the_family_frame(name, tmp_path, caplog):
+    """Qwen3-VL in norm1000 (Qwen2.5-VL, the default family, is covered by test_train.py and test_eval.py)."""
+    frame = FAMILIES[name].box_frame
     model, data, run = tmp_path / "model", tmp_path / "data", tmp_path / "run"
     assert cli_main(["tiny", "--family", name, "--output", str(model)]) == 0
     assert cli_main(["prep", "--format", "synthetic", "--task", "rec", "--num", "16", "--image-size", "112",
@@ -133,12 +135,25 @@ def test_qwen3_vl_tiny_prep_train_eval_offline_in_norm1000(name, tmp_path, caplo
     assert speed == []  # no feature stepped aside, no plain-path call
     log = json.loads((run / "training_log.json").read_text())
     record = log[0]["run"]
-    assert (record["family"], record["box_frame"]) == (name, "norm1000")
+    assert (record["family"], record["box_frame"]) == (name, frame)
     assert all(f["active"] for f in record["speed_features"].values())
     if name == "qwen3_vl_moe":  # TRL adds the router's load-balancing loss and logs it
         assert any("aux_loss" in step for step in log[1:])
     assert cli_main(["eval", "--model", str(run), "--data", str(data), "--output", str(run / "eval"),
                      "--max-samples", "4"]) == 0
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
-    assert (metrics["family"], metrics["box_frame"], metrics["settings"]["box_frame"]) == (name, "norm1000", "norm1000")
+    assert (metrics["family"], metrics["box_frame"], metrics["settings"]["box_frame"]) == (name, frame, frame)
     assert metrics["metrics"]["count"] == 4
+    sft = tmp_path / "sft"
+    assert cli_main(["sft", "--model_name_or_path", str(model), "--train_data", str(data), "--output_dir", str(sft),
+                     "--max_steps", "1", "--per_device_train_batch_size", "4", "--report_to", "none",
+                     "--use_cpu", "true"]) == 0
+    assert json.loads((sft / "config.json").read_text())["model_type"] == name
+
+
+def test_demo_quick_runs_on_a_qwen3_vl_moe_policy(family_tiny_dir, tmp_path):
+    out = tmp_path / "demo"
+    assert cli_main(["demo", "--quick", "--policy", str(family_tiny_dir("qwen3_vl_moe")), "--output", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary and (out / "eval_after" / "metrics.json").exists()
+    assert json.loads((out / "eval_after" / "metrics.json").read_text())["box_frame"] == "norm1000"
