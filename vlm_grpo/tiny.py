@@ -28,25 +28,10 @@ from pathlib import Path
 
 import torch
 
-from vlm_grpo.families import QWEN2_CHAT_TEMPLATE, Family, get_family
+from vlm_grpo.families import QWEN2_CHAT_TEMPLATE, QWEN_SPECIAL_TOKENS, Family, get_family
 
-# Qwen2.5-VL's special tokens, in the order the released tokenizer has them.
-SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-)
+# Qwen2.5-VL's special tokens, in the order the released tokenizer has them (each family's: Family.special_tokens).
+SPECIAL_TOKENS = QWEN_SPECIAL_TOKENS
 
 # Qwen2's pre-tokenisation regex: contractions, letters, single digits, punctuation runs, spaces.
 PRETOKENIZE_REGEX = (
@@ -139,7 +124,7 @@ def _family(family: str | Family) -> Family:
 
 def build_tokenizer(spec: TinySpec = TinySpec(), family: str | Family = DEFAULT_FAMILY):
     """Train a byte-level BPE (Qwen2 pre-tokenizer) and wrap it as a ``Qwen2Tokenizer`` with the family's chat
-    template (every Qwen-VL family has the same special tokens, :data:`SPECIAL_TOKENS`)."""
+    template and special tokens (``Family.special_tokens``)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import AddedToken, Qwen2Tokenizer
 
@@ -173,15 +158,18 @@ def build_tokenizer(spec: TinySpec = TinySpec(), family: str | Family = DEFAULT_
         errors="replace",
         model_max_length=32768,
     )
-    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS], special_tokens=True)
-    tokenizer.chat_template = _family(family).chat_template
+    family = _family(family)
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in family.special_tokens],
+                         special_tokens=True)
+    tokenizer.chat_template = family.chat_template
     return tokenizer
 
 
 def build_config(tokenizer, spec: TinySpec = TinySpec(), family: str | Family = DEFAULT_FAMILY):
     """The family's config (``Family.tiny_config``) of the tiny sizes, token ids read from ``tokenizer``."""
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    return _family(family).tiny_config(ids, spec, len(tokenizer))
+    family = _family(family)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in family.special_tokens}
+    return family.tiny_config(ids, spec, len(tokenizer))
 
 
 def build_processor(tokenizer, spec: TinySpec = TinySpec(), family: str | Family = DEFAULT_FAMILY):

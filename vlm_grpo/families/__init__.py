@@ -24,6 +24,14 @@ from typing import Callable, Literal
 
 import torch
 
+#: The special tokens of the Qwen-VL tokenizers, in the released order (Qwen2-VL, Qwen2.5-VL and Qwen3-VL share
+#: them; Qwen3-VL's released tokenizer adds tool-call and think markers, which the tiny tokenizer leaves as text).
+QWEN_SPECIAL_TOKENS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
+    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+    "<|image_pad|>", "<|video_pad|>",
+)
+
 #: How the group image cache gathers one field of the vision tower's output back to every copy of an image:
 #: ``patches`` (one row per patch), ``tokens`` (one row per merged LM token), ``tokens_per_layer`` (a list of
 #: such tensors, one per DeepStack layer).
@@ -57,6 +65,7 @@ class Family:
         tiny_config: ``tiny_config(ids, spec, vocab_size)`` -> the tiny model's config (:mod:`vlm_grpo.tiny`), from
             the special-token ids of the tiny tokenizer.
         chat_template: the family's chat template for the tiny model (images as vision_start/image_pad/vision_end).
+        special_tokens: the tiny tokenizer's special tokens, appended to its vocabulary in this order.
         image_processor_kwargs: the tiny model's image processor settings (patch and merge size, normalisation).
         router_logits: the model returns per-layer router logits on request (Mixture of Experts).
         tested_transformers: the transformers releases its tests passed with.
@@ -72,6 +81,7 @@ class Family:
     pixels_per_token: int
     tiny_config: Callable
     chat_template: str
+    special_tokens: tuple[str, ...] = QWEN_SPECIAL_TOKENS
     vision_path: str = "model.visual"
     backbone_path: str = "model"
     merger_prefixes: tuple[str, ...] = ("merger.",)
