@@ -2,6 +2,7 @@
 
     python scripts/bench_step.py [--feature image_cache|shared_prompt|all] [--quick] [--pairs N] [--warmup N]
                                  [--num-generations 8] [--shapes tiny scaled] [--threads N]
+                                 [--family qwen2_5_vl|qwen3_vl] [--settings trainable frozen]
 
 Features:
 - ``image_cache`` (the group image cache, :mod:`vlm_grpo.speed.group_cache`):
@@ -48,6 +49,38 @@ Shapes:
   width; 3B: 2.67x). The same model serves both features; only the image size
   and completion length of the data differ. Ratios are printed and written to
   the JSON line.
+
+Qwen3-VL (``--family qwen3_vl``): the same benchmark on a scaled Qwen3-VL that
+keeps Qwen3-VL-4B's ratio of vision-tower to language-model forward FLOPs. The
+published Qwen3-VL-4B config: text hidden 2560, 36 layers, intermediate 9728,
+32 heads of 128 (head_dim 128, so q is 4096 wide), 8 KV heads, vocabulary
+151,936; vision depth 24, hidden 1024, intermediate 4096 (a plain fc1/fc2 MLP,
+not gated), 16 heads, patch 16 merged 2x2 (32 px per LM token), full attention
+in every block (no windows), DeepStack layers [5, 11, 17] (three more mergers
+of the merger's size), out_hidden 2560. transformers' ``Qwen3VLConfig()``
+defaults confirm the structure and field names (patch 16, merge 2, temporal
+patch 2, three DeepStack layers, ``head_dim`` 128, fc1/fc2 vision MLP) but
+describe a larger checkpoint (vision 27 x 1152 x 4304, text 32 x 4096), so the
+4B sizes above are written out in ``VISION_4B`` / ``TEXT_4B``. For one
+1000-token image + 100 text tokens + a 128-token completion
+(:mod:`vlm_grpo.speed.flops`): vision 4.22 TFLOP (patch embedding 0.01, block
+matmuls 2.42, full attention over 4000 patches 1.57, four mergers 0.22),
+language model 9.47 TFLOP (36 layers x 1228 tokens, logits for 128): the ratio
+is 0.446 (Qwen2.5-VL-3B: 0.771; Qwen3-VL's tower is smaller relative to its
+language model). The scaled Qwen3-VL keeps the language model at width 192
+(4 layers, 4 heads, 1 KV head as 4B's 32:8, MLP 3.8x as in 4B: 728), a vision
+tower of width 64 (192 * 1024 / 2560 = 77, rounded down to one 64-wide head,
+4B's vision head width), 3 blocks with DeepStack after each (three mergers as
+in 4B); the vision MLP width is solved for the ratio as for Qwen2.5-VL, on
+384x384 images (144 tokens of 32 px): it comes out at 88 (1.4x the width; 4B:
+4x). Why wider and shallower than the Qwen2.5-VL scaled model: Qwen3-VL's
+tower has no windows, and at small widths full attention over an image's
+patches weighs far more against the language model than at 4B's widths (a
+128-wide LM with a 4-block, 64-wide tower gives a ratio of 1.03 even with an
+8-wide MLP). The shared-prompt workload is a 992x992 image (961 tokens), on
+which the same model's ratio is 1.64 (the Qwen2.5-VL scaled model's: 1.6).
+
+``--settings`` picks the vision settings to run (default both: trainable, frozen).
 
 ``--quick`` runs the scaled shape only, with fewer steps (under 3 minutes on 2
 CPU cores for the image cache).
@@ -97,11 +130,38 @@ VISION_3B = VisionShape(hidden=1280, depth=32, intermediate=3420, out_hidden=204
 TEXT_3B = TextShape(hidden=2048, layers=36, heads=16, kv_heads=2, intermediate=11008, vocab=151936)
 REFERENCE_SEQUENCE = {"image_tokens": 1000, "text_tokens": 100, "completion_tokens": 128}
 
-SCALED_IMAGE = 336  # pixels per side: (336 / 28)^2 = 144 image tokens
+# Qwen3-VL-4B (the published config.json; see the docstring).
+VISION_4B = VisionShape(hidden=1024, depth=24, intermediate=4096, out_hidden=2560, window_size=None, full_blocks=24,
+                        patch_size=16, gated_mlp=False, deepstack_mergers=3)
+TEXT_4B = TextShape(hidden=2560, layers=36, heads=32, kv_heads=8, intermediate=9728, vocab=151936, head_dim=128)
+
+SCALED_GRID = 12  # image tokens per side of the image-cache workload: 144 image tokens (336 px at 28 px per token)
 SCALED_COMPLETION = 32  # completion tokens of the sequence the scaled model's FLOPs ratio is solved on
 SCALED_TEXT = {"text_hidden": 128, "text_layers": 4, "text_heads": 4, "text_kv_heads": 2, "text_intermediate": 688}
 SCALED_VISION = {"vision_hidden": 80, "vision_depth": 4, "vision_heads": 1}  # 80 = 128 * 1280 / 2048
 SCALED_WINDOW, SCALED_FULL_BLOCKS = 112, [3]
+# Qwen3-VL: 4B's proportions at LM width 192 (1 KV head of 4 as 32:8, MLP 3.8x), vision width 64 (one head)
+SCALED_TEXT_QWEN3 = {"text_hidden": 192, "text_layers": 4, "text_heads": 4, "text_kv_heads": 1, "text_intermediate": 728}
+SCALED_VISION_QWEN3 = {"vision_hidden": 64, "vision_depth": 3, "vision_heads": 1}
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """The published model whose vision/LM FLOPs ratio the scaled model keeps, and the scaled model's sizes."""
+
+    model: str
+    vision: VisionShape
+    text: TextShape
+    scaled_text: dict
+    scaled_vision: dict
+    windows: bool  # Qwen2.5-VL's window attention (the scaled tower keeps 3B's 112 px windows)
+
+
+def reference_for(family: str) -> Reference:
+    if family == "qwen3_vl":
+        return Reference("Qwen3-VL-4B", VISION_4B, TEXT_4B, SCALED_TEXT_QWEN3, SCALED_VISION_QWEN3, windows=False)
+    vision, text = reference_shapes()
+    return Reference("Qwen2.5-VL-3B", vision, text, SCALED_TEXT, SCALED_VISION, windows=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,14 +169,14 @@ class Feature:
     """A speed feature under test: how to switch it, what it counts, and the workload it is measured on."""
 
     name: str
-    image_side: int | None  # scaled shape's image side (tiny keeps 112)
+    image_grid: int  # scaled shape's image tokens per side (x pixels per token: the image side; tiny keeps 112 px)
     completion_tokens: int
     settings: tuple[bool, ...]  # vision frozen?
 
 
 FEATURES = {
-    "image_cache": Feature("image_cache", SCALED_IMAGE, SCALED_COMPLETION, (False, True)),
-    "shared_prompt": Feature("shared_prompt", 868, 256, (False, True)),  # (868 / 28)^2 = 961 image tokens
+    "image_cache": Feature("image_cache", SCALED_GRID, SCALED_COMPLETION, (False, True)),
+    "shared_prompt": Feature("shared_prompt", 31, 256, (False, True)),  # 31^2 = 961 image tokens (868 px at 28 px)
 }
 
 
@@ -246,10 +306,10 @@ def _make_data(path: Path, image_size: int, n: int) -> None:
     pack(generate("rec", n, seed=0, image_size=image_size, background="noise"), path, PackOptions(workers=1))
 
 
-def _save(spec: TinySpec, path: Path, window_size: int | None, full_blocks: list[int] | None) -> None:
+def _save(spec: TinySpec, path: Path, window_size: int | None, full_blocks: list[int] | None, family: str) -> None:
     from vlm_grpo.tiny import build_tiny
 
-    model, processor = build_tiny(None, spec)
+    model, processor = build_tiny(None, spec, family)
     if window_size is not None:
         model.config.vision_config.window_size = window_size
         model.config.vision_config.fullatt_block_indexes = full_blocks
@@ -257,33 +317,38 @@ def _save(spec: TinySpec, path: Path, window_size: int | None, full_blocks: list
     processor.save_pretrained(path)
 
 
-def build_shape(name: str, workdir: Path, feature: Feature, target: float) -> Shape:
+def build_shape(name: str, workdir: Path, feature: Feature, target: float, family: str = "qwen2_5_vl") -> Shape:
     """Save the shape's model and a synthetic dataset of the feature's image size under ``workdir``."""
+    from vlm_grpo.families import get_family
     from vlm_grpo.tiny import build_config, build_processor, build_tokenizer
 
+    reference, per_token = reference_for(family), get_family(family).pixels_per_token
     model_dir, data_dir = workdir / f"{name}-{feature.name}-model", workdir / f"{name}-{feature.name}-data"
     if name == "tiny":
         spec, image_side, window, full_blocks = TinySpec(), 112, None, None
     else:
-        image_side, window, full_blocks = feature.image_side, SCALED_WINDOW, SCALED_FULL_BLOCKS
+        image_side = feature.image_grid * per_token
+        window, full_blocks = (SCALED_WINDOW, SCALED_FULL_BLOCKS) if reference.windows else (None, None)
         pixels = image_side * image_side
-        spec = TinySpec(**SCALED_TEXT, **SCALED_VISION, vision_intermediate=8, min_pixels=pixels, max_pixels=pixels)
+        spec = TinySpec(**reference.scaled_text, **reference.scaled_vision, vision_intermediate=8, min_pixels=pixels,
+                        max_pixels=pixels)
     _make_data(data_dir, image_side, 24)
-    tokenizer = build_tokenizer(spec)
-    text_tokens = _text_tokens(build_processor(tokenizer, spec), data_dir)
-    image_tokens = (image_side // 28) ** 2
-    config = build_config(tokenizer, spec)
+    tokenizer = build_tokenizer(spec, family)
+    text_tokens = _text_tokens(build_processor(tokenizer, spec, family), data_dir)
+    image_tokens = (image_side // per_token) ** 2
+    config = build_config(tokenizer, spec, family)
     text = TextShape.of(config.text_config)
     vision = VisionShape.of(config.vision_config)
-    if name == "scaled":  # 3B's windows; the MLP width that gives 3B's FLOPs ratio on the reference sequence
-        vision = dataclasses.replace(vision, window_size=window, full_blocks=len(full_blocks))
-        reference = ((SCALED_IMAGE // 28) ** 2, text_tokens, SCALED_COMPLETION)
+    if name == "scaled":  # the reference's windows; the MLP width that gives its FLOPs ratio on the reference sequence
+        if window is not None:
+            vision = dataclasses.replace(vision, window_size=window, full_blocks=len(full_blocks))
+        ratio_sequence = (SCALED_GRID**2, text_tokens, SCALED_COMPLETION)
         vision = min(
             (dataclasses.replace(vision, intermediate=width) for width in range(8, 4096, 8)),
-            key=lambda v: abs(vision_text_ratio(v, text, *reference) - target),
+            key=lambda v: abs(vision_text_ratio(v, text, *ratio_sequence) - target),
         )
         spec = dataclasses.replace(spec, vision_intermediate=vision.intermediate)
-    _save(spec, model_dir, window, full_blocks)
+    _save(spec, model_dir, window, full_blocks, family)
     ratio = vision_text_ratio(vision, text, image_tokens, text_tokens, feature.completion_tokens)
     sizes = {"text": dataclasses.asdict(text), "vision": dataclasses.asdict(vision), "image_side": image_side}
     return Shape(name, model_dir, data_dir, image_tokens, text_tokens, feature.completion_tokens, ratio, sizes)
@@ -408,6 +473,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-generations", type=int, default=8)
     parser.add_argument("--shapes", nargs="+", choices=("tiny", "scaled"), default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--family", choices=("qwen2_5_vl", "qwen3_vl"), default="qwen2_5_vl",
+                        help="model family of the tiny and scaled models (default: %(default)s)")
+    parser.add_argument("--settings", nargs="+", choices=("trainable", "frozen"), default=None,
+                        help="vision-tower settings to run (default: both)")
     args = parser.parse_args(argv)
     args.pairs = args.pairs or (8 if args.quick else 12)
     args.warmup = args.warmup if args.warmup is not None else 2
@@ -418,8 +487,11 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     transformers.logging.set_verbosity_error()
-    vision_3b, text_3b = reference_shapes()
+    reference = reference_for(args.family)
+    vision_3b, text_3b = reference.vision, reference.text
     target = vision_text_ratio(vision_3b, text_3b, **REFERENCE_SEQUENCE)
+    wanted = {"trainable": False, "frozen": True}
+    settings = None if args.settings is None else {wanted[s] for s in args.settings}
     workdir = Path(tempfile.mkdtemp(prefix="bench_step_"))
     features = list(FEATURES) if args.feature == "all" else [args.feature]
     results, built = [], []
@@ -427,12 +499,12 @@ def main(argv: list[str] | None = None) -> int:
         for feature in features:
             names = shapes if feature == "image_cache" else ["scaled"]
             for name in names:
-                shape = build_shape(name, workdir, FEATURES[feature], target)
+                shape = build_shape(name, workdir, FEATURES[feature], target, args.family)
                 built.append((feature, shape))
-                print(f"{feature} {name}: vision/LM FLOPs ratio {shape.ratio:.3f} (3B: {target:.3f}); "
+                print(f"{feature} {name}: vision/LM FLOPs ratio {shape.ratio:.3f} ({reference.model}: {target:.3f}); "
                       f"{shape.image_tokens} image + {shape.text_tokens} text + {shape.completion_tokens} "
                       "completion tokens", file=sys.stderr)
-                for frozen in FEATURES[feature].settings:
+                for frozen in [f for f in FEATURES[feature].settings if settings is None or f in settings]:
                     with contextlib.redirect_stdout(sys.stderr):
                         results.append(run_setting(feature, shape, frozen, args))
     finally:
@@ -442,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows)
     figures = {
         "benchmark": "bench_step",
+        "family": args.family,
         "device": "cpu",
         "threads": torch.get_num_threads(),
         "quick": args.quick,
@@ -451,7 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         "shared_prompt_baseline": "image cache on in both modes",
         "timing": "median step time (on_step_begin..on_step_end), off/on alternating ABBA after warmup",
         "memory": "peak tensor bytes allocated during one profiled step per mode (torch.profiler profile_memory, CPU)",
-        "reference_3b": {
+        "reference_3b" if args.family == "qwen2_5_vl" else "reference": {
+            "model": reference.model,
             **REFERENCE_SEQUENCE,
             "vision_lm_flops_ratio": round(target, 4),
             "vision_tflops": round(vision_flops(vision_3b, REFERENCE_SEQUENCE["image_tokens"]) / 1e12, 3),

@@ -21,6 +21,23 @@ def tiny_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def family_tiny_dir(tmp_path_factory, tiny_dir):
+    """``family_tiny_dir(name)``: a saved tiny checkpoint of that family (default TinySpec), built once per session."""
+    from vlm_grpo.tiny import DEFAULT_FAMILY, build_tiny
+
+    built = {DEFAULT_FAMILY: tiny_dir}
+
+    def get(family: str):
+        if family not in built:
+            path = tmp_path_factory.mktemp(f"tiny_{family}") / "model"
+            build_tiny(path, family=family)
+            built[family] = path
+        return built[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def tiny_model_and_processor(tiny_dir):
     from vlm_grpo.modeling import load_model, load_processor
 

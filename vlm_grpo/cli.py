@@ -17,7 +17,7 @@ from rewards.guard import RewardError
 
 # name -> (module, one-line help). Order is the order `vlm-grpo --help` lists them.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "tiny": ("vlm_grpo.commands.tiny", "build the offline tiny Qwen2.5-VL checkpoint"),
+    "tiny": ("vlm_grpo.commands.tiny", "build an offline tiny checkpoint (--family qwen2_5_vl, qwen2_vl, qwen3_vl, qwen3_vl_moe)"),
     "prep": ("data_prep.cli", "pack a source dataset into the packed format (records.jsonl + images/)"),
     "train": ("vlm_grpo.commands.train", "GRPO training from a YAML config (TRL GRPOTrainer)"),
     "sft": ("vlm_grpo.commands.sft", "cold-start supervised fine-tuning (TRL SFTTrainer)"),

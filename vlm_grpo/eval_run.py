@@ -73,7 +73,8 @@ def run_eval(job: EvalJob) -> dict[str, dict]:
 
     state = PartialState()
     config = load_config(job.model)  # fails fast on a bad model before anything heavy
-    box_frame = job.box_frame or family_of(config, job.model).box_frame
+    family = family_of(config, job.model)
+    box_frame = job.box_frame or family.box_frame
     templates = merged_templates(job.task_templates)
     processor = load_processor(job.model, min_pixels=job.min_pixels, max_pixels=job.max_pixels)
     names = _unique_names(job.data)
@@ -115,7 +116,8 @@ def run_eval(job: EvalJob) -> dict[str, dict]:
         _check_not_all_failed([*done.values(), *gathered], data_dir, out)  # on every process, so none waits alone
         if state.is_main_process:
             predictions = sorted([*done.values(), *gathered], key=lambda p: p["index"])
-            results[name] = _write_outputs(out, job, data_dir, rows, predictions, elapsed, len(gathered))
+            results[name] = _write_outputs(out, job, data_dir, rows, predictions, elapsed, len(gathered),
+                                           family.name)
         state.wait_for_everyone()
     if state.is_main_process and len(job.data) > 1:
         table = {name: r["metrics"] for name, r in results.items()}
@@ -259,7 +261,8 @@ def _keep_whole_lines(partial: Path, *, resume: bool) -> None:
         atomic_write_text(partial, "".join(json.dumps(p) + "\n" for p in read_predictions(partial)))
 
 
-def _write_outputs(out: Path, job: EvalJob, data_dir: str, rows: RowSet, predictions, elapsed, made) -> dict:
+def _write_outputs(out: Path, job: EvalJob, data_dir: str, rows: RowSet, predictions, elapsed, made,
+                   family: str) -> dict:
     from vlm_grpo.report import write_report
 
     metrics = compute_metrics(predictions)
@@ -267,6 +270,8 @@ def _write_outputs(out: Path, job: EvalJob, data_dir: str, rows: RowSet, predict
         "model": job.model,
         "data": str(Path(data_dir).resolve()),
         "task": job.task,
+        "family": family,  # the model family and the box frame its boxes were read in
+        "box_frame": rows.box_frame,
         "metrics": metrics,
         "settings": {**dataclasses.asdict(job.settings), "max_samples": job.max_samples,
                      "min_pixels": job.min_pixels, "max_pixels": job.max_pixels, "box_frame": rows.box_frame},

@@ -15,38 +15,12 @@ from pathlib import Path
 
 import torch
 
+from vlm_grpo.families import FAMILIES, LM_LINEAR_NAMES, LORA_LM_ONLY, Family
 from vlm_grpo.processing import build_image_only, checkpoint_chat_template, set_pixel_bounds, torchvision_available
 
 
-@dataclasses.dataclass(frozen=True)
-class Family:
-    """What the project needs to know about a model family."""
-
-    model_type: str
-    processor_class: str  # the transformers processor class name
-    box_frame: str  # the frame the family answers boxes in (see DESIGN.md)
-    # vision_config overrides of the speed features' probe twin (vlm_grpo.speed.probe); "text_hidden" is the
-    # twin's language-model width, which the merger projects into
-    probe_vision: dict = dataclasses.field(default_factory=dict)
-
-
-FAMILIES: dict[str, Family] = {
-    "qwen2_5_vl": Family(
-        "qwen2_5_vl", "Qwen2_5_VLProcessor", "model_pixels",
-        probe_vision={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
-                      "out_hidden_size": "text_hidden", "fullatt_block_indexes": [1]},
-    ),
-    "qwen2_vl": Family(
-        "qwen2_vl", "Qwen2VLProcessor", "norm1000",
-        probe_vision={"depth": 2, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 2, "hidden_size": "text_hidden"},
-    ),
-}
-
-# Attention/MLP projections of the language model. The vision tower (`visual.*`) has its own
-# `qkv`/`proj`/MLP layers with some of the same names, so the default LoRA target is a regex
-# that matches the language model only.
-LM_LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-LORA_LM_ONLY = r"^(?!.*\bvisual\b).*\.(" + "|".join(LM_LINEAR_NAMES) + r")$"
+# The families and their records live in vlm_grpo.families (one module each); re-exported here for callers.
+__all__ = ["FAMILIES", "Family", "LM_LINEAR_NAMES", "LORA_LM_ONLY", "family_of"]
 
 
 class CheckpointError(ValueError):
@@ -260,7 +234,6 @@ def load_processor(
     would otherwise build a one-token vocabulary from a folder without tokenizer files,
     and evaluation would score it 0.0 without a word.
     """
-    import transformers
     from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
 
     config = load_config(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
@@ -276,7 +249,7 @@ def load_processor(
             tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
             image_processor = AutoImageProcessor.from_pretrained(name_or_path, **kwargs)
             template = checkpoint_chat_template(name_or_path, revision)
-            stock = getattr(transformers, family.processor_class)
+            stock = family.transformers_class("processor")
             processor = build_image_only(stock, image_processor, tokenizer, template)
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:  # a file transformers cannot use
         raise CheckpointError(
@@ -353,24 +326,26 @@ def _check_processor(processor, name: str) -> None:
 
 
 def vision_module(model) -> torch.nn.Module:
-    """The vision tower (with its merger) of a Qwen-VL model, PEFT-wrapped or not."""
+    """The vision tower (with its mergers) of a supported model, PEFT-wrapped or not (``Family.vision_path``)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    inner = getattr(base, "model", base)
-    visual = getattr(inner, "visual", None)
+    family = FAMILIES.get(getattr(getattr(base, "config", None), "model_type", None))
+    visual = family.vision_tower(base) if family is not None else getattr(getattr(base, "model", base), "visual", None)
     if visual is None:
         raise CheckpointError(f"{type(base).__name__} has no vision tower (`model.visual`)")
     return visual
 
 
 def freeze_vision(model, *, merger: bool = True) -> int:
-    """Freeze the vision tower, and its merger (the projector into the LM) when ``merger`` is set.
+    """Freeze the vision tower, and its merger(s) (the projectors into the LM) when ``merger`` is set.
 
-    Returns the number of parameters frozen.
+    The mergers are the family's ``merger_prefixes`` (Qwen3-VL: ``merger`` and the DeepStack mergers
+    ``deepstack_merger_list``). Returns the number of parameters frozen.
     """
-    visual = vision_module(model)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    family = family_of(base.config)
     frozen = 0
-    for name, param in visual.named_parameters():
-        if not merger and name.startswith("merger."):
+    for name, param in vision_module(model).named_parameters():
+        if not merger and family.is_merger(name):
             continue
         if param.requires_grad:
             param.requires_grad_(False)
@@ -378,12 +353,14 @@ def freeze_vision(model, *, merger: bool = True) -> int:
     return frozen
 
 
-def lora_config(model_args):
-    """TRL's LoRA config from ``ModelConfig``, targeting the language model only unless told otherwise."""
+def lora_config(model_args, family: Family | None = None):
+    """TRL's LoRA config from ``ModelConfig``, targeting the language model only (``Family.lora_target``)
+    unless told otherwise."""
     from trl import get_peft_config
 
     if not model_args.use_peft:
         return None
     if model_args.lora_target_modules is None:
-        model_args = dataclasses.replace(model_args, lora_target_modules=LORA_LM_ONLY)
+        target = LORA_LM_ONLY if family is None else family.lora_target
+        model_args = dataclasses.replace(model_args, lora_target_modules=target)
     return get_peft_config(model_args)

@@ -1,9 +1,12 @@
-"""Build a tiny, offline Qwen2.5-VL checkpoint: real architecture, random weights.
+"""Build a tiny, offline checkpoint of a model family (Qwen2.5-VL by default): real architecture, random weights.
 
-The folder written by :func:`build_tiny` looks like a real Qwen2.5-VL checkpoint
-(``config.json``, ``model.safetensors``, ``tokenizer.json``,
+The folder written by :func:`build_tiny` looks like a real checkpoint of the
+family (``config.json``, ``model.safetensors``, ``tokenizer.json``,
 ``preprocessor_config.json``, ``chat_template.jinja`` ...), so every command of
-the project loads it through the same code path as ``Qwen/Qwen2.5-VL-3B-Instruct``.
+the project loads it through the same code path as ``Qwen/Qwen2.5-VL-3B-Instruct``
+or ``Qwen/Qwen3-VL-4B-Instruct``. What is family-specific (the config, the model
+and processor classes, the chat template, the image processor's patch size) comes
+from the family's record (:mod:`vlm_grpo.families`).
 
 What differs from the published model, on purpose:
 - the tokenizer is a byte-level BPE trained here on a small generated corpus
@@ -13,7 +16,8 @@ What differs from the published model, on purpose:
 - the sizes are those of :class:`TinySpec` (a few hundred thousand parameters
   by default), with a fixed seed, so two builds give identical weights;
 - the image processor's ``min_pixels`` / ``max_pixels`` default to small values
-  (56x56 .. 224x224) so that an image is 4 to 64 tokens.
+  (56x56 .. 224x224) so that an image is 4 to 64 tokens (28 px tokens; Qwen3-VL's
+  32 px tokens: 3 to 49).
 """
 
 from __future__ import annotations
@@ -24,23 +28,10 @@ from pathlib import Path
 
 import torch
 
-# Qwen2.5-VL's special tokens, in the order the released tokenizer has them.
-SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-)
+from vlm_grpo.families import QWEN2_CHAT_TEMPLATE, QWEN_SPECIAL_TOKENS, Family, get_family
+
+# Qwen2.5-VL's special tokens, in the order the released tokenizer has them (each family's: Family.special_tokens).
+SPECIAL_TOKENS = QWEN_SPECIAL_TOKENS
 
 # Qwen2's pre-tokenisation regex: contractions, letters, single digits, punctuation runs, spaces.
 PRETOKENIZE_REGEX = (
@@ -48,29 +39,10 @@ PRETOKENIZE_REGEX = (
     r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
 
-# Qwen2.5-VL's chat template (images and videos as vision_start/pad/vision_end, default system prompt).
-CHAT_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}"
-    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or 'video' in content %}"
-    "{% set video_count.value = video_count.value + 1 %}"
-    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
-    "<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}"
-    "{% endif %}{% endfor %}<|im_end|>\n"
-    "{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+# The Qwen2.5-VL chat template (kept under its old name; each family's own is ``Family.chat_template``).
+CHAT_TEMPLATE = QWEN2_CHAT_TEMPLATE
+
+DEFAULT_FAMILY = "qwen2_5_vl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,8 +118,13 @@ def _corpus(seed: int, lines: int = 4000) -> list[str]:
     return out
 
 
-def build_tokenizer(spec: TinySpec = TinySpec()):
-    """Train a byte-level BPE (Qwen2 pre-tokenizer) and wrap it as a ``Qwen2Tokenizer``."""
+def _family(family: str | Family) -> Family:
+    return family if isinstance(family, Family) else get_family(family)
+
+
+def build_tokenizer(spec: TinySpec = TinySpec(), family: str | Family = DEFAULT_FAMILY):
+    """Train a byte-level BPE (Qwen2 pre-tokenizer) and wrap it as a ``Qwen2Tokenizer`` with the family's chat
+    template and special tokens (``Family.special_tokens``)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import AddedToken, Qwen2Tokenizer
 
@@ -181,84 +158,47 @@ def build_tokenizer(spec: TinySpec = TinySpec()):
         errors="replace",
         model_max_length=32768,
     )
-    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS], special_tokens=True)
-    tokenizer.chat_template = CHAT_TEMPLATE
+    family = _family(family)
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in family.special_tokens],
+                         special_tokens=True)
+    tokenizer.chat_template = family.chat_template
     return tokenizer
 
 
-def build_config(tokenizer, spec: TinySpec = TinySpec()):
-    """A ``Qwen2_5_VLConfig`` of the tiny sizes whose token ids are read from ``tokenizer``."""
-    from transformers import Qwen2_5_VLConfig
-
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    head_dim = spec.text_hidden // spec.text_heads
-    unit = head_dim // 16
-    return Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": spec.text_hidden,
-            "intermediate_size": spec.text_intermediate,
-            "num_hidden_layers": spec.text_layers,
-            "num_attention_heads": spec.text_heads,
-            "num_key_value_heads": spec.text_kv_heads,
-            "max_position_embeddings": 4096,
-            "rms_norm_eps": 1e-6,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 1_000_000.0,
-                "mrope_section": [2 * unit, 3 * unit, 3 * unit],
-            },
-            "bos_token_id": ids["<|endoftext|>"],
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
-            "tie_word_embeddings": True,
-        },
-        vision_config={
-            "depth": spec.vision_depth,
-            "hidden_size": spec.vision_hidden,
-            "intermediate_size": spec.vision_intermediate,
-            "num_heads": spec.vision_heads,
-            "out_hidden_size": spec.text_hidden,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "window_size": 56,
-            "fullatt_block_indexes": [spec.vision_depth - 1],
-            "tokens_per_second": 2,
-        },
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
-    )
+def build_config(tokenizer, spec: TinySpec = TinySpec(), family: str | Family = DEFAULT_FAMILY):
+    """The family's config (``Family.tiny_config``) of the tiny sizes, token ids read from ``tokenizer``."""
+    family = _family(family)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in family.special_tokens}
+    return family.tiny_config(ids, spec, len(tokenizer))
 
 
-def build_processor(tokenizer, spec: TinySpec = TinySpec()):
-    """A ``Qwen2_5_VLProcessor`` with the PIL image processor (no torchvision needed)."""
-    from transformers import Qwen2_5_VLProcessor
+def build_processor(tokenizer, spec: TinySpec = TinySpec(), family: str | Family = DEFAULT_FAMILY):
+    """The family's processor with the PIL image processor (no torchvision needed)."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from vlm_grpo.processing import build_image_only
 
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=spec.min_pixels, max_pixels=spec.max_pixels)
-    return build_image_only(Qwen2_5_VLProcessor, image_processor, tokenizer, CHAT_TEMPLATE)
+    family = _family(family)
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=spec.min_pixels, max_pixels=spec.max_pixels,
+                                               **family.image_processor_kwargs)
+    return build_image_only(family.transformers_class("processor"), image_processor, tokenizer, family.chat_template)
 
 
-def build_tiny(output: str | Path | None = None, spec: TinySpec = TinySpec()):
-    """Build the tiny model and processor; save them to ``output`` when given.
+def build_tiny(output: str | Path | None = None, spec: TinySpec = TinySpec(), family: str | Family = DEFAULT_FAMILY):
+    """Build the tiny model and processor of ``family`` (default Qwen2.5-VL); save them to ``output`` when given.
 
     Returns ``(model, processor)``. Deterministic: the same ``spec`` gives the same
     tokenizer and bit-identical weights.
     """
-    from transformers import Qwen2_5_VLForConditionalGeneration, GenerationConfig
+    from transformers import GenerationConfig
 
-    tokenizer = build_tokenizer(spec)
-    config = build_config(tokenizer, spec)
+    family = _family(family)
+    tokenizer = build_tokenizer(spec, family)
+    config = build_config(tokenizer, spec, family)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(spec.seed)
     try:
-        model = Qwen2_5_VLForConditionalGeneration(config).eval()
+        model = family.transformers_class("model")(config).eval()
     finally:
         torch.random.set_rng_state(generator_state)
     model.generation_config = GenerationConfig(
@@ -270,7 +210,7 @@ def build_tiny(output: str | Path | None = None, spec: TinySpec = TinySpec()):
         top_k=0,
         top_p=1.0,
     )
-    processor = build_processor(tokenizer, spec)
+    processor = build_processor(tokenizer, spec, family)
     if output is not None:
         from vlm_grpo.files import save_pretrained_atomically
 

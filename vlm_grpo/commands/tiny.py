@@ -1,4 +1,5 @@
-"""Build the offline tiny Qwen2.5-VL: real architecture, random weights, a locally trained tokenizer.
+"""Build an offline tiny model of a family (Qwen2.5-VL by default): real architecture, random weights, a locally
+trained tokenizer with the family's chat template and special tokens.
 
 The folder looks like a real checkpoint (config.json, model.safetensors, tokenizer,
 preprocessor and chat template) and loads through the same code as a hub model.
@@ -11,10 +12,13 @@ import time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from vlm_grpo.tiny import TinySpec
+    from vlm_grpo.families import FAMILIES
+    from vlm_grpo.tiny import DEFAULT_FAMILY, TinySpec
 
     defaults = TinySpec()
     parser.add_argument("--output", required=True, help="folder to write the checkpoint to")
+    parser.add_argument("--family", choices=sorted(FAMILIES), default=DEFAULT_FAMILY,
+                        help="model family (transformers model_type) of the tiny model (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="weight and tokenizer seed (default: %(default)s)")
     parser.add_argument("--text-hidden", type=int, default=defaults.text_hidden, help="language model width (default: %(default)s)")
     parser.add_argument("--text-layers", type=int, default=defaults.text_layers, help="language model depth (default: %(default)s)")
@@ -51,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vlm_grpo.files import output_errors_explained
+    from vlm_grpo.families import get_family
     from vlm_grpo.tiny import TinySpec, build_tiny
 
     output = Path(args.output)
@@ -67,9 +72,10 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     start = time.perf_counter()
-    model, processor = build_tiny(None, spec)
+    family = get_family(args.family)
+    model, processor = build_tiny(None, spec, family)
     with output_errors_explained(output, "--output", kept="Nothing was written."):
         _save_atomically(model, processor, output)
     params = sum(p.numel() for p in model.parameters())
-    print(f"tiny Qwen2.5-VL ({params / 1e6:.2f}M parameters) written to {output} in {time.perf_counter() - start:.1f}s")
+    print(f"tiny {family.display} ({params / 1e6:.2f}M parameters) written to {output} in {time.perf_counter() - start:.1f}s")
     return 0

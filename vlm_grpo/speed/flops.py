@@ -1,4 +1,4 @@
-"""Forward FLOPs of a Qwen2.5-VL sequence, split into vision tower and language model.
+"""Forward FLOPs of a Qwen2.5-VL or Qwen3-VL sequence, split into vision tower and language model.
 
 Pure arithmetic on architecture sizes, used to size benchmark models that keep a
 real checkpoint's ratio of vision to language compute. Conventions: a
@@ -8,6 +8,10 @@ norms, activations, rotary embeddings and softmax are not.
 >>> v = VisionShape(hidden=1280, depth=32, intermediate=3420, out_hidden=2048, window_size=112, full_blocks=4)
 >>> round(vision_flops(v, image_tokens=1000) / 1e12, 2)
 5.49
+>>> q3 = VisionShape(hidden=1024, depth=24, intermediate=4096, out_hidden=2560, window_size=None, full_blocks=24,
+...                  patch_size=16, gated_mlp=False, deepstack_mergers=3)
+>>> round(vision_flops(q3, image_tokens=1000) / 1e12, 2)
+4.22
 """
 
 from __future__ import annotations
@@ -22,40 +26,46 @@ def _getter(config):
 
 @dataclasses.dataclass(frozen=True)
 class VisionShape:
-    """Sizes of a Qwen2.5-VL vision tower (``vision_config``) that decide its FLOPs."""
+    """Sizes of a Qwen2.5-VL or Qwen3-VL vision tower (``vision_config``) that decide its FLOPs."""
 
     hidden: int
     depth: int
     intermediate: int
     out_hidden: int
-    window_size: int  # pixels; window attention spans (window_size / patch_size)^2 patches
+    window_size: int | None  # pixels; window attention spans (window_size / patch_size)^2 patches; None: no windows
     full_blocks: int  # blocks with full (whole-image) attention
     patch_size: int = 14
     temporal_patch_size: int = 2
     merge_size: int = 2
     in_channels: int = 3
+    gated_mlp: bool = True  # Qwen2.5-VL: gate/up/down (3 matmuls); Qwen3-VL: fc1/fc2 (2)
+    deepstack_mergers: int = 0  # Qwen3-VL: mergers of their own after the DeepStack blocks
 
     @classmethod
     def of(cls, config) -> VisionShape:
         """From a ``vision_config`` object or dict."""
         get = _getter(config)
+        deepstack = get("deepstack_visual_indexes")
+        windows = get("window_size") if deepstack is None else None  # Qwen3-VL: full attention in every block
         return cls(
             hidden=get("hidden_size"),
             depth=get("depth"),
             intermediate=get("intermediate_size"),
             out_hidden=get("out_hidden_size"),
-            window_size=get("window_size"),
-            full_blocks=len(get("fullatt_block_indexes") or []),
+            window_size=windows,
+            full_blocks=len(get("fullatt_block_indexes") or []) if windows else get("depth"),
             patch_size=get("patch_size", 14),
             temporal_patch_size=get("temporal_patch_size", 2),
             merge_size=get("spatial_merge_size", 2),
             in_channels=get("in_channels", 3) or 3,
+            gated_mlp=deepstack is None,
+            deepstack_mergers=len(deepstack or []),
         )
 
 
 @dataclasses.dataclass(frozen=True)
 class TextShape:
-    """Sizes of a Qwen2-style decoder (``text_config``) that decide its FLOPs."""
+    """Sizes of a Qwen2/Qwen3-style decoder (``text_config``) that decide its FLOPs."""
 
     hidden: int
     layers: int
@@ -63,6 +73,7 @@ class TextShape:
     kv_heads: int
     intermediate: int
     vocab: int
+    head_dim: int | None = None  # None: hidden / heads (Qwen3-VL-4B: 128, with 32 heads of a 2560-wide model)
 
     @classmethod
     def of(cls, config) -> TextShape:
@@ -75,6 +86,7 @@ class TextShape:
             kv_heads=get("num_key_value_heads"),
             intermediate=get("intermediate_size"),
             vocab=get("vocab_size"),
+            head_dim=get("head_dim"),
         )
 
 
@@ -88,9 +100,10 @@ def vision_flops(shape: VisionShape, image_tokens: int) -> float:
     patches = image_tokens * shape.merge_size**2
     h = shape.hidden
     patch_dim = shape.in_channels * shape.temporal_patch_size * shape.patch_size**2
-    window = min(patches, (shape.window_size // shape.patch_size) ** 2)
+    window = patches if shape.window_size is None else min(patches, (shape.window_size // shape.patch_size) ** 2)
     embed = 2 * patches * patch_dim * h
-    dense_per_block = 2 * patches * (4 * h * h + 3 * h * shape.intermediate)  # qkv+proj, gated MLP
+    mlp_matmuls = 3 if shape.gated_mlp else 2
+    dense_per_block = 2 * patches * (4 * h * h + mlp_matmuls * h * shape.intermediate)  # qkv+proj, MLP
     attention_window = 4 * patches * window * h  # scores and weighted values
     attention_full = 4 * patches * patches * h
     blocks = (
@@ -99,14 +112,14 @@ def vision_flops(shape: VisionShape, image_tokens: int) -> float:
         + shape.full_blocks * attention_full
     )
     merged = 4 * h
-    merger = 2 * image_tokens * (merged * merged + merged * shape.out_hidden)
+    merger = (1 + shape.deepstack_mergers) * 2 * image_tokens * (merged * merged + merged * shape.out_hidden)
     return float(embed + blocks + merger)
 
 
 def text_flops(shape: TextShape, tokens: int, logit_tokens: int) -> float:
     """Forward FLOPs of the decoder over a ``tokens``-long sequence (causal), with logits for ``logit_tokens``."""
     h = shape.hidden
-    head_dim = h // shape.heads
+    head_dim = shape.head_dim or h // shape.heads
     q_dim, kv_dim = shape.heads * head_dim, shape.kv_heads * head_dim
     dense_per_token = 2 * (h * q_dim + 2 * h * kv_dim + q_dim * h) + 2 * 3 * h * shape.intermediate
     attention = 2 * 2 * q_dim * tokens * (tokens + 1) // 2  # causal: each token attends to its prefix

@@ -30,7 +30,7 @@ def enable_group_image_cache(model=None, processor=None) -> None:
     if model is not None:
         tower = vision_tower(model)
         if not isinstance(getattr(tower, ATTRIBUTE, None), TowerCache):
-            cache = TowerCache()
+            cache = TowerCache(model_family(model).tower_outputs)
             tower.register_forward_pre_hook(cache.before, with_kwargs=True)
             tower.register_forward_hook(cache.after, with_kwargs=True, always_call=True, prepend=True)
             setattr(tower, ATTRIBUTE, cache)
@@ -84,6 +84,15 @@ def vision_tower(model) -> torch.nn.Module:
     from vlm_grpo.modeling import vision_module
 
     return vision_module(unwrap(model))
+
+
+def model_family(model):
+    """The :class:`vlm_grpo.families.Family` of a model, through wrappers and PEFT."""
+    from vlm_grpo.modeling import family_of
+
+    base = unwrap(model)
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base
+    return family_of(base.config)
 
 
 def unwrap(model) -> torch.nn.Module:

@@ -17,7 +17,9 @@ included, on the plain path and with the feature on:
 
 A probe returns ``None`` when the feature is exact, else the reason in words
 (an exception counts, with its type and message). The probe checks the code
-of the installed transformers for this model class; it cannot check the real
+of the installed transformers for this model class (the family's twin overrides,
+``Family.probe_vision`` / ``probe_text``, keep its vision tower and experts
+small); it cannot check the real
 run's attention kernel (flash-attn has no CPU build) or its dtype, which the
 feature's own per-call checks and tests cover. It takes well under a second.
 """
@@ -56,8 +58,11 @@ def twin_of(model) -> torch.nn.Module:
     if getattr(text, "layer_types", None):
         text.layer_types = list(text.layer_types[: TEXT_SIZES["num_hidden_layers"]])
     _small_vocabulary(config, text)
+    family = family_of(config)
+    for name, value in family.probe_text.items():  # MoE: a few small experts
+        setattr(text, name, value)
     vision = config.vision_config
-    for name, value in family_of(config).probe_vision.items():
+    for name, value in family.probe_vision.items():
         setattr(vision, name, TEXT_SIZES["hidden_size"] if value == "text_hidden" else value)
     state = torch.random.get_rng_state()
     torch.manual_seed(0)
@@ -135,10 +140,18 @@ def _patch_dim(vision_config) -> int:
 
 
 def _logits_and_grads(model, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Logits and gradients of a random projection of them; a Mixture of Experts adds its router's
+    load-balancing loss, as TRL's training forward does (``output_router_logits``)."""
     model.zero_grad(set_to_none=True)
-    logits = model(**batch).logits
+    moe = hasattr(model.config.get_text_config(), "output_router_logits")
+    out = model(**batch, **({"output_router_logits": True} if moe else {}))
+    logits = out.logits
     weights = torch.randn(logits.shape, generator=torch.Generator().manual_seed(1))
-    (logits * weights).sum().backward()
+    loss = (logits * weights).sum()
+    if moe:
+        loss = loss + 10.0 * out.aux_loss
+        logits = torch.cat([logits.flatten(), out.aux_loss.detach().reshape(1)])
+    loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
     return logits.detach(), grads
 

@@ -96,16 +96,23 @@ def images_per_row(input_ids: torch.Tensor, image_token_id: int, tokens_per_imag
     return result if image == len(tokens_per_image) else None
 
 
-def call_images(kwargs: dict, merge_unit: int) -> tuple[list[int], list[int]] | None:
+def call_images(kwargs: dict, merge_unit: int, fields: dict[str, str] | None = None) -> tuple[list[int], list[int]] | None:
     """``(tokens per image, first bit-identical image)`` of a call's images, or ``None`` without images.
 
     Training passes pixels (``pixel_values`` + ``image_grid_thw``); generation passes the
-    images already encoded (``mm_encoder_outputs["image"].pooler_output``, one tensor per image).
+    images already encoded (``mm_encoder_outputs["image"]``: ``pooler_output``, one tensor per
+    image, and the other per-token ``fields`` of the family, such as Qwen3-VL's per-layer
+    ``deepstack_features``); two encoded images are the same when every field is bit-identical.
     """
     encoded = (kwargs.get("mm_encoder_outputs") or {}).get("image")
     if encoded is not None:
         features = list(encoded.pooler_output)
         tokens = [len(f) for f in features]
+        for name, kind in (fields or {}).items():
+            value = getattr(encoded, name, None) if name != "pooler_output" else None
+            layers = [] if value is None else (list(value) if kind == "tokens_per_layer" else [value])
+            for layer in layers:
+                features = [torch.cat([f, extra], dim=-1) for f, extra in zip(features, list(layer))]
         return tokens, image_owners(torch.cat(features), [[1, n, 1] for n in tokens])
     pixels, grid = kwargs.get("pixel_values"), kwargs.get("image_grid_thw")
     if pixels is None or grid is None:

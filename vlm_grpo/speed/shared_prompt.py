@@ -5,9 +5,10 @@ prefill the G rows are the same prompt, and in the log-prob and training passes
 they are the same prompt followed by G different completions. For a
 vision-language prompt (Qwen2.5-VL: hundreds to thousands of image tokens) the
 language model spends most of its time recomputing that shared prompt. This
-module replaces the forward of the language backbone (``Qwen2_5_VLModel`` /
-``Qwen2VLModel``, what ``model.model`` is in transformers 5 and what TRL's
-fused LM head calls) with one that, when rows share a prefix,
+module replaces the forward of the language backbone (``Qwen2_5_VLModel``,
+``Qwen2VLModel``, ``Qwen3VLModel``, ``Qwen3VLMoeModel``: ``Family.backbone_path``,
+``model.model`` in transformers 5, what TRL's fused LM head calls) with one that,
+when rows share a prefix,
 
 1. finds the split ``S`` and the groups: rows whose first ``S`` tokens are
    identical (ids, attention mask and, for image tokens, bit-identical images);
@@ -21,7 +22,15 @@ fused LM head calls) with one that, when rows share a prefix,
    positions (M-RoPE, computed once for the whole batch exactly as the plain
    forward computes them);
 4. returns the hidden states of every position of every row, ``(B, L, H)``,
-   the shared prefix positions gathered from step 2.
+   the shared prefix positions gathered from step 2 (and, for a Mixture of
+   Experts asked for ``output_router_logits``, every row's router logits,
+   gathered the same way, so the load-balancing loss is the plain path's).
+
+Qwen3-VL's DeepStack adds per-token vision features to the hidden states at the
+image positions after the first decoder layers. Every image token lies in the
+prefix (step 1), so those additions all happen in the prefix pass, which gets
+the prefix rows' images (or their encoded features, every per-layer DeepStack
+tensor included) and runs the backbone's own code on them.
 
 Why it is exact. A causal decoder's states at position ``t`` depend only on
 tokens ``0..t``, so rows with identical prefixes have identical prefix states
@@ -145,7 +154,7 @@ def api_mismatch(backbone: torch.nn.Module) -> str | None:
 class SharedPromptForward:
     """The backbone's replacement forward: the shared path where it applies, else the original forward."""
 
-    def __init__(self, backbone: torch.nn.Module) -> None:
+    def __init__(self, backbone: torch.nn.Module, tower_outputs: dict[str, str] | None = None) -> None:
         mismatch = api_mismatch(backbone)
         if mismatch is not None:
             raise TypeError(f"the group-shared prompt does not fit this transformers release: {mismatch}")
@@ -155,6 +164,9 @@ class SharedPromptForward:
         self.positions_cache = cache_argument(type(backbone).compute_3d_position_ids)
         self.stats = SharedPromptStats()
         self._told: set[str] = set()
+        # the per-image fields of encoded images (Family.tower_outputs): Qwen3-VL's deepstack_features too
+        self.image_fields = {name: kind for name, kind in (tower_outputs or {"pooler_output": "tokens"}).items()
+                             if kind != "patches"}
 
     def __call__(self, *args, **kwargs):
         self.stats.calls += 1
@@ -205,7 +217,7 @@ class SharedPromptForward:
         position_ids = kwargs.get("position_ids")
         if position_ids is not None and position_ids.dim() != 3:
             return "2-D position_ids"
-        if "sliding_attention" in getattr(config.get_text_config(), "layer_types", None) or []:
+        if "sliding_attention" in (getattr(config.get_text_config(), "layer_types", None) or []):
             return "sliding-window layers"
         if self.backbone.training and _active_dropout(self.backbone.language_model):
             # The plain forward draws a dropout mask per row; sharing would draw one per group.
@@ -217,7 +229,7 @@ class SharedPromptForward:
         if mask is None:  # no padding
             mask = torch.ones_like(input_ids)
         image_token = self.backbone.config.image_token_id
-        images = call_images(kwargs, self.backbone.config.vision_config.spatial_merge_size ** 2)
+        images = call_images(kwargs, self.backbone.config.vision_config.spatial_merge_size ** 2, self.image_fields)
         owner_of_token, per_row = None, [[] for _ in range(len(input_ids))]
         if images is not None:
             tokens, owners = images
@@ -244,7 +256,7 @@ class SharedPromptForward:
         if return_dict is None:
             return_dict = getattr(backbone.config, "return_dict", True)
         input_ids, mask = kwargs.pop("input_ids"), kwargs.pop("attention_mask", None)
-        prefix_images = _select_images(kwargs, plan.images)  # pops the call's image kwargs
+        prefix_images = _select_images(kwargs, plan.images, self.image_fields)  # pops the call's image kwargs
         grid = kwargs.pop("image_grid_thw", None)
         caller_cache, use_cache = kwargs.pop(self.cache, None), kwargs.pop("use_cache", None)
         mm_types = kwargs.pop("mm_token_type_ids", None)
@@ -290,9 +302,14 @@ class SharedPromptForward:
         # The class the plain forward returns (transformers 5.24: a multimodal output whose image_outputs are
         # left unset here: the encoder ran on the distinct images only).
         output_class = type(prefix)
+        extra = {}
+        if getattr(prefix, "router_logits", None):  # MoE, output_router_logits: every row's tokens, as the plain path
+            extra["router_logits"] = _gather_router_logits(prefix.router_logits, rest.router_logits if split < length
+                                                           else None, group, split)
         output = output_class(
             last_hidden_state=torch.cat(hidden, dim=1) if len(hidden) > 1 else hidden[0],
             **{output_cache_field(output_class): caller_cache if use_cache else None},
+            **extra,
         )
         return output if return_dict else output.to_tuple()
 
@@ -315,8 +332,26 @@ class SharedPromptForward:
         return positions
 
 
-def _select_images(kwargs: dict, images: list[int]) -> dict:
-    """Pop the call's image kwargs; return them for the listed images only, in order."""
+def _gather_router_logits(prefix: tuple, rest: tuple | None, group: torch.Tensor, split: int) -> tuple:
+    """Per layer, the router logits of every row's tokens ``(B * L, experts)``, row-major as the plain forward
+    returns them: each row's prefix tokens from its group's prefix (``(U * S, E)``), then its own tokens
+    (``(B * (L - S), E)``). The gather's backward sums over a group's rows, as the plain path's copies do."""
+    batch = len(group)
+    out = []
+    for index, logits in enumerate(prefix):
+        experts = logits.shape[-1]
+        rows = [logits.reshape(-1, split, experts).index_select(0, group)]
+        if rest is not None:
+            rows.append(rest[index].reshape(batch, -1, experts))
+        out.append(torch.cat(rows, dim=1).reshape(-1, experts))
+    return tuple(out)
+
+
+def _select_images(kwargs: dict, images: list[int], fields: dict[str, str]) -> dict:
+    """Pop the call's image kwargs; return them for the listed images only, in order.
+
+    Images passed already encoded (generation) keep every per-image field of the encoder's output (``fields``:
+    ``pooler_output``, and Qwen3-VL's per-layer ``deepstack_features``)."""
     pixels = kwargs.pop("pixel_values", None)
     encoded = (kwargs.pop("mm_encoder_outputs", None) or {}).get("image")
     grid = kwargs.get("image_grid_thw")
@@ -326,8 +361,17 @@ def _select_images(kwargs: dict, images: list[int]) -> dict:
     if grid is not None:
         selected["image_grid_thw"] = grid.index_select(0, torch.tensor(images, dtype=torch.long, device=grid.device))
     if encoded is not None:
-        features = list(encoded.pooler_output)
-        selected["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=[features[i] for i in images])}
+        chosen = {}
+        for name, kind in fields.items():
+            value = getattr(encoded, name, None)
+            if value is None:
+                continue
+            if kind == "tokens_per_layer":
+                chosen[name] = [[list(layer)[i] for i in images] for layer in value]
+            else:
+                chosen[name] = [list(value)[i] for i in images]
+        output_class = type(encoded) if dataclasses.is_dataclass(encoded) else BaseModelOutputWithPooling
+        selected["mm_encoder_outputs"] = {"image": output_class(**chosen)}
     elif pixels is not None and grid is not None:
         sizes = grid.prod(-1).tolist()
         starts = _starts(sizes)
@@ -359,9 +403,11 @@ def enable_shared_prompt(model) -> None:
     """Compute each distinct prompt once per forward of ``model``'s language backbone. Idempotent; ``None``: no-op."""
     if model is None:
         return
+    from vlm_grpo.speed.group_cache import model_family
+
     backbone = language_backbone(model)
     if not isinstance(backbone.__dict__.get(ATTRIBUTE), SharedPromptForward):
-        shared = SharedPromptForward(backbone)
+        shared = SharedPromptForward(backbone, model_family(model).tower_outputs)
         backbone.forward = shared
         backbone.__dict__[ATTRIBUTE] = shared
 
@@ -382,13 +428,14 @@ def shared_prompt_stats(model) -> SharedPromptStats | None:
 
 
 def language_backbone(model) -> torch.nn.Module:
-    """The module holding ``visual`` and ``language_model`` (``model.model``), through wrappers and PEFT."""
-    from vlm_grpo.speed.group_cache import unwrap
+    """The module holding the vision tower and ``language_model`` (``Family.backbone_path``: ``model.model``),
+    through wrappers and PEFT."""
+    from vlm_grpo.speed.group_cache import model_family, unwrap
 
     model = unwrap(model)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    backbone = getattr(base, "model", base)
-    if not (hasattr(backbone, "language_model") and hasattr(backbone, "visual")):
+    backbone = model_family(base).backbone(base)
+    if backbone is None or not hasattr(backbone, "language_model"):
         raise TypeError(f"{type(base).__name__} has no vision-language backbone (`model.model` with "
-                        "`visual` and `language_model`); the shared-prompt forward supports Qwen2-VL and Qwen2.5-VL")
+                        "`language_model`); the shared-prompt forward needs one")
     return backbone

@@ -14,12 +14,17 @@ within one call:
 - the pre-hook finds the distinct images among the call's images (same grid,
   bit-identical patches), and hands the tower only the first copy of each;
 - the post-hook gathers the tower's per-patch (``last_hidden_state``) and
-  per-token (``pooler_output``) rows back to every image that uses them.
+  per-token (``pooler_output``; Qwen3-VL also each of its ``deepstack_features``)
+  rows back to every image that uses them. Which output field is per patch, per
+  token or a per-layer list of per-token tensors is the family's
+  ``Family.tower_outputs`` (:mod:`vlm_grpo.families`).
 
 Why it is exact. In Qwen2-VL and Qwen2.5-VL the tower's output for an image
 depends only on that image's own patches and grid: attention is confined to an
 image (``cu_seqlens``) or to windows inside it, rotary positions restart per
-image, and the window permutation is a per-image block. So the output of a
+image, and the window permutation is a per-image block. Qwen3-VL adds learned
+position embeddings resampled to each image's own grid and DeepStack mergers
+applied per merged token: per image too. So the output of a
 batch is the concatenation of per-image outputs, and encoding a copy again
 gives nothing new (floating-point results can differ in the last bits, as any
 change of batch composition does). The gather is differentiable: the gradient
@@ -53,7 +58,10 @@ logger = logging.getLogger(__name__)
 # the deduplicated one, so a call that passes any of them takes the plain path.
 PRECOMPUTED_KWARGS = (
     "cu_seqlens", "max_seqlen", "position_ids", "window_index", "cu_window_seqlens", "max_window_seqlen",
+    "interp_indices", "interp_weights",  # Qwen3-VL's resampled position embeddings
 )
+#: The tower outputs of Qwen2-VL / Qwen2.5-VL (a family's own list is ``Family.tower_outputs``).
+DEFAULT_OUTPUTS = {"last_hidden_state": "patches", "pooler_output": "tokens"}
 PER_LAYER_OUTPUTS = ("output_hidden_states", "output_attentions")
 SAMPLES_PER_IMAGE = 4096  # pixel values per image in the fingerprint, evenly spaced over the whole image
 
@@ -195,8 +203,9 @@ def _ranges(starts: list[int], lengths: list[int], device) -> torch.Tensor:
 class TowerCache:
     """The pair of forward hooks on one vision tower, with its counters."""
 
-    def __init__(self) -> None:
+    def __init__(self, outputs: dict[str, str] | None = None) -> None:
         self.stats = CacheStats()
+        self.outputs = dict(outputs or DEFAULT_OUTPUTS)  # output field -> "patches" | "tokens" | "tokens_per_layer"
         # Plans waiting for their forward to finish, keyed by the id of the deduplicated grid tensor the
         # pre-hook passed on; the tensor is kept with its plan, so the id cannot be reused until the post-hook
         # (registered with always_call, so it also runs when the forward raises) pops it.
@@ -230,7 +239,7 @@ class TowerCache:
         if pending is None or output is None:  # plain path, or the forward raised (always_call)
             return None
         _, plan = pending
-        return _expand(output, plan)
+        return _expand(output, plan, self.outputs)
 
 
 def _split_inputs(args: tuple, kwargs: dict):
@@ -265,17 +274,28 @@ def _merge_unit(tower) -> int:
     return int(getattr(tower, "spatial_merge_size", 2)) ** 2
 
 
-def _expand(output, plan: DedupPlan):
-    """The tower's output for the distinct images, gathered back to every image of the call."""
-    index = {"last_hidden_state": plan.patch_index, "pooler_output": plan.token_index}
+def _expand(output, plan: DedupPlan, outputs: dict[str, str] = DEFAULT_OUTPUTS):
+    """The tower's output for the distinct images, gathered back to every image of the call.
+
+    ``outputs`` names each output field's layout (``Family.tower_outputs``); a field it does not name stops the
+    call (the cache cannot know how to expand it, and a wrong guess would not be exact).
+    """
+    index = {"patches": plan.patch_index, "tokens": plan.token_index}
+
+    def gather(value, kind: str):
+        if kind == "tokens_per_layer":
+            return [layer.index_select(0, plan.token_index) for layer in value]
+        return value.index_select(0, index[kind])
+
     if isinstance(output, tuple) and not hasattr(output, "keys"):  # return_dict=False
-        if len(output) != 2:
-            raise RuntimeError(f"group image cache: the vision tower returned {len(output)} outputs, expected 2")
-        return tuple(x.index_select(0, index[name]) for name, x in zip(("last_hidden_state", "pooler_output"), output))
+        if len(output) != len(outputs):
+            raise RuntimeError(f"group image cache: the vision tower returned {len(output)} outputs, "
+                               f"expected {len(outputs)} ({', '.join(outputs)})")
+        return tuple(gather(x, kind) for x, kind in zip(output, outputs.values()))
     for name, value in list(output.items()):
-        if value is None:
+        if value is None or (isinstance(value, (tuple, list)) and not value):  # nothing recorded (MoE router_logits)
             continue
-        if name not in index:
+        if name not in outputs:
             raise RuntimeError(f"group image cache: the vision tower returned {name!r}, which it cannot expand")
-        output[name] = value.index_select(0, index[name])
+        output[name] = gather(value, outputs[name])
     return output
