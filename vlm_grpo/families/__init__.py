@@ -164,29 +164,38 @@ def vision_token_ids(ids: dict[str, int]) -> dict[str, int]:
     }
 
 
-# Qwen2-VL / Qwen2.5-VL's chat template (images and videos as vision_start/pad/vision_end, default system prompt).
-QWEN2_CHAT_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}"
-    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or 'video' in content %}"
-    "{% set video_count.value = video_count.value + 1 %}"
-    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
-    "<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}"
-    "{% endif %}{% endfor %}<|im_end|>\n"
-    "{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+def qwen_chat_template(default_system: str | None) -> str:
+    """A Qwen-VL chat template (images and videos as vision_start/pad/vision_end), with ``default_system`` as the
+    system turn added before a conversation that has none (Qwen2-VL / Qwen2.5-VL), or none (Qwen3-VL)."""
+    system = (
+        "{% if loop.first and message['role'] != 'system' %}"
+        f"<|im_start|>system\n{default_system}<|im_end|>\n"
+        "{% endif %}"
+    ) if default_system else ""
+    return (
+        "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+        "{% for message in messages %}"
+        + system
+        + "<|im_start|>{{ message['role'] }}\n"
+        "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+        "{% else %}{% for content in message['content'] %}"
+        "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+        "{% set image_count.value = image_count.value + 1 %}"
+        "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+        "<|vision_start|><|image_pad|><|vision_end|>"
+        "{% elif content['type'] == 'video' or 'video' in content %}"
+        "{% set video_count.value = video_count.value + 1 %}"
+        "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+        "<|vision_start|><|video_pad|><|vision_end|>"
+        "{% elif 'text' in content %}{{ content['text'] }}"
+        "{% endif %}{% endfor %}<|im_end|>\n"
+        "{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+
+
+# Qwen2-VL / Qwen2.5-VL's chat template (default system prompt).
+QWEN2_CHAT_TEMPLATE = qwen_chat_template("You are a helpful assistant.")
 
 
 #: The family modules, in the order the README's table lists them.
