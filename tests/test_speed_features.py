@@ -192,3 +192,26 @@ def test_the_probe_runs_on_the_published_3b_shape_without_its_weights():
     assert {k for k, v in figures.items() if v["exact"]} == {
         f"{model}/{feature}" for model in ("tiny", "qwen2_5_vl_3b (meta)")
         for feature in ("group_image_cache", "group_shared_prompt")}
+
+
+def test_the_twin_is_built_plain_inside_a_zero3_run(tiny):
+    """Under DeepSpeed ZeRO-3 transformers partitions every model it builds; the probe's twin must not be
+    (it failed with 'Padding_idx must be within num_embeddings'), and the run's DeepSpeed config stays set."""
+    from transformers.integrations import deepspeed
+
+    from vlm_grpo.speed.probe import twin_of
+
+    class ZeroThree:  # what HfDeepSpeedConfig answers
+        config: dict = {}
+
+        def is_zero3(self):
+            return True
+
+    held = ZeroThree()
+    deepspeed.set_hf_deepspeed_config(held)
+    try:
+        twin = twin_of(tiny[0])
+        assert deepspeed.is_deepspeed_zero3_enabled()  # restored for the run
+    finally:
+        deepspeed.unset_hf_deepspeed_config()
+    assert all(p.numel() > 0 for p in twin.parameters())

@@ -26,6 +26,7 @@ feature's own per-call checks and tests cover. It takes well under a second.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import traceback
 
@@ -67,10 +68,32 @@ def twin_of(model) -> torch.nn.Module:
     state = torch.random.get_rng_state()
     torch.manual_seed(0)
     try:
-        twin = type(base)._from_config(config, attn_implementation="sdpa", dtype=torch.float32)
+        with _outside_zero3():
+            twin = type(base)._from_config(config, attn_implementation="sdpa", dtype=torch.float32)
     finally:
         torch.random.set_rng_state(state)
     return twin.eval()
+
+
+@contextlib.contextmanager
+def _outside_zero3():
+    """Build the twin as a plain module in a DeepSpeed ZeRO-3 run too: there transformers partitions the
+    parameters of every model it builds (``deepspeed.zero.Init``) while its DeepSpeed config is set."""
+    try:
+        from transformers.integrations import deepspeed
+    except ImportError:
+        yield
+        return
+    held = getattr(deepspeed, "_hf_deepspeed_config_weak_ref", None)
+    config = held() if held is not None else None
+    if config is None:
+        yield
+        return
+    deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        deepspeed.set_hf_deepspeed_config(config)
 
 
 def _small_vocabulary(config, text) -> None:
