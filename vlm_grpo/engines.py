@@ -8,9 +8,12 @@ word (``accelerate/state.py``):
 - FSDP is taken only when the processes run on GPUs (or NPUs, XPUs, ...). With ``use_cpu`` the
   processes are ``MULTI_CPU`` and the FSDP plugin is dropped: every rank holds and trains the whole
   model, plain DDP over gloo.
-- DeepSpeed is taken only when not on the CPU (``... == "true" and not cpu``): the same fallback.
 - On a machine without GPUs and without ``use_cpu``, a launch of N processes gives N separate
-  one-process runs (no process group in the Trainer), all writing the same ``output_dir``.
+  one-process runs (no process group in the Trainer), all writing the same ``output_dir`` (DeepSpeed
+  too: it sets up its own gloo group, but accelerate counts one process per run).
+
+DeepSpeed launched with ``use_cpu`` does run sharded on the CPU (DeepSpeed's CPU accelerator, gloo);
+the DeepSpeed check stays for a launch that asked for it and did not get it.
 
 :func:`check_engine` stops the run before training in each case, naming the reason and what to
 change (fail closed: a run that asked for sharding never trains unsharded unnoticed).
@@ -63,9 +66,8 @@ def engine_mismatch(accelerator, environ=None) -> str | None:
         return (f"the accelerate config asks for FSDP, but accelerate runs {got}{why}; every rank would hold the "
                 "whole model. Launch on GPUs, or use scripts/configs/accelerate/ddp.yaml for a CPU run")
     if _flag(environ, "ACCELERATE_USE_DEEPSPEED") and accelerator.distributed_type != DistributedType.DEEPSPEED:
-        why = " (accelerate 1.15 runs DeepSpeed only off the CPU)" if on_cpu else ""
-        return (f"the accelerate config asks for DeepSpeed, but accelerate runs {got}{why}. Launch on GPUs "
-                "(with the `deepspeed` extra), or use scripts/configs/accelerate/ddp.yaml for a CPU run")
+        return (f"the accelerate config asks for DeepSpeed, but accelerate runs {got}. Install the `deepspeed` "
+                "extra and launch with use_cpu (CPU) or on GPUs, or use scripts/configs/accelerate/ddp.yaml")
     launched = int(environ.get("WORLD_SIZE", "1") or 1)
     if launched > 1 and accelerator.num_processes != launched:
         return (f"{launched} processes were launched but each trains alone ({accelerator.num_processes} in the "
