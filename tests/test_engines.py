@@ -328,3 +328,33 @@ def test_multinode_recipe_on_two_local_nodes_equals_ddp(tiny_dir, rec_data, tmp_
     _train("ddp.yaml", tiny_dir, rec_data, tmp_path / "one_node")
     two, one = _weights(tmp_path / "two_nodes"), _weights(tmp_path / "one_node")
     assert max(float((two[n] - one[n]).abs().max()) for n in one) <= ATOL
+
+
+# ---- scripts/gpu_check_engines.sh: its commands in the default suite, its CPU mode in the slow tier ----
+
+SCRIPT = ROOT / "scripts" / "gpu_check_engines.sh"
+
+
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_gpu_check_engines_commands(device, tmp_path):
+    run = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--device", device], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "OUT": str(tmp_path)})
+    assert run.returncode == 0, run.stderr
+    commands = [line for line in run.stderr.splitlines() if line.startswith("+ ")]
+    for engine in ("ddp", "fsdp2", "zero2", "zero3"):
+        assert any(f"scripts/configs/accelerate/{engine}.yaml" in c for c in commands), engine
+    fsdp = [c for c in commands if "fsdp2.yaml" in c]
+    assert all(("tests/fsdp_on_cpu.py" in c) == (device == "cpu") for c in fsdp)
+    assert all("--resume_from_checkpoint true" not in c or "fsdp2_resumed" in c for c in commands)
+    for config in ("ddp", "fsdp2", "zero2", "zero3", "multinode"):  # every engine's config parses in accelerate
+        from accelerate.commands.config.config_args import load_config_from_file
+
+        assert load_config_from_file(str(CONFIGS / f"{config}.yaml")).num_processes > 1
+
+
+@pytest.mark.slow
+def test_gpu_check_engines_cpu_mode(tmp_path):
+    run = subprocess.run(["bash", str(SCRIPT), "--device", "cpu"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=900, env={**os.environ, "OUT": str(tmp_path)})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    assert "fsdp2: engine" in run.stdout and "engines checked" in run.stderr
