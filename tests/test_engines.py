@@ -250,6 +250,20 @@ def test_fsdp2_equals_ddp_checkpoints_resumes_and_saves_a_loadable_model(tiny_di
 
 
 @pytest.mark.slow
+def test_lora_under_fsdp2_merges_at_the_final_save_as_under_ddp(tiny_dir, rec_data, tmp_path):
+    """The adapters are merged into the sharded weights on every rank, then gathered: the saved plain model equals
+    DDP's merged one, and only the adapted projections changed."""
+    lora = ["--use_peft", "true", "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj"]
+    _train("ddp.yaml", tiny_dir, rec_data, tmp_path / "ddp", *lora)
+    _train("fsdp2.yaml", tiny_dir, rec_data, tmp_path / "fsdp2", *lora, fsdp_on_cpu=True)
+    start, one, two = _weights(tiny_dir), _weights(tmp_path / "ddp"), _weights(tmp_path / "fsdp2")
+    assert set(one) == set(two) == set(start)
+    changed = {n for n in start if not torch.equal(two[n], start[n])}
+    assert changed and all(n.endswith(("q_proj.weight", "v_proj.weight")) for n in changed), changed
+    assert max(float((two[n] - one[n]).abs().max()) for n in start) <= ATOL
+
+
+@pytest.mark.slow
 def test_fsdp_on_the_cpu_without_sharding_stops_the_run(tiny_dir, rec_data, tmp_path):
     """accelerate 1.15 with use_cpu trains an FSDP config as plain DDP: refused before training, with the reason."""
     run = _train("fsdp2.yaml", tiny_dir, rec_data, tmp_path / "out", check=False)
