@@ -14,7 +14,7 @@
 # Tolerance on the weights vs DDP: 1e-7 in fp32 (a few float32 ulps of |w| <= 0.1: reduction order and rounding
 # only); on GPUs in bf16 the largest difference is printed, not judged. ZeRO-3 with the speed features on is
 # compared with a DDP run without them (the features step aside under ZeRO-3: the probe's twin model is built
-# partitioned), and its difference is printed only (on the CPU it is ~1e-5, not understood yet; README).
+# partitioned), and its difference is printed only (on the CPU ZeRO-3 was not reproducible run to run; README).
 # Variables: NUM_GPUS [2], OUT [a new temporary folder], PYTHON [.venv/bin/python].
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -310,15 +310,16 @@ def test_deepspeed_zero3_trains_saves_a_loadable_model_and_the_speed_features_st
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="ZeRO-3 on the CPU: the same samples as DDP, but the step-1 loss is 1e-3 "
-                   "(DDP: ~1e-8, the policy equals the reference model), and weights differ by ~1e-5; not found why")
+@pytest.mark.xfail(strict=False, reason="ZeRO-3 on the CPU is not reproducible run to run: with beta 0 the weights "
+                   "were 7.5e-9 from DDP's in one run and 0.076 in another; with a reference model the KL at step 1 "
+                   "(0.0 under DDP) was 0.027, 1.9e-4 and 0.0 in three runs. Not found why (README)")
 def test_deepspeed_zero3_equals_ddp_on_the_cpu(tiny_dir, rec_data, tmp_path):
     pytest.importorskip("deepspeed", reason=NO_DEEPSPEED)
-    off = ["--group_image_cache", "off", "--group_shared_prompt", "off"]  # they step aside under ZeRO-3
-    _train("ddp.yaml", tiny_dir, rec_data, tmp_path / "ddp", *off)
-    _train("zero3.yaml", tiny_dir, rec_data, tmp_path / "zero3", *off)
     from transformers import AutoModelForImageTextToText
 
+    plain = ["--group_image_cache", "off", "--group_shared_prompt", "off", "--beta", "0"]  # features step aside
+    _train("ddp.yaml", tiny_dir, rec_data, tmp_path / "ddp", *plain)
+    _train("zero3.yaml", tiny_dir, rec_data, tmp_path / "zero3", *plain)
     one, three = (dict(AutoModelForImageTextToText.from_pretrained(str(tmp_path / d)).named_parameters())
                   for d in ("ddp", "zero3"))
     assert max(float((three[n] - one[n]).abs().max()) for n in one) <= ATOL
