@@ -28,6 +28,7 @@ from vlm_grpo.checkpoints import (
 )
 from vlm_grpo.config import DataArguments, RewardArguments, VisionArguments
 from vlm_grpo.data import RowSet, build_rows
+from vlm_grpo.engines import check_engine, engine_record, gathered_state_dict
 from vlm_grpo.files import atomic_write_text, save_pretrained_atomically
 from vlm_grpo.modeling import family_of, freeze_vision, load_config, load_model, load_processor, lora_config
 from rewards.tasks import load_task_module
@@ -49,6 +50,7 @@ class Prepared:
     templates: dict[str, str]
     family: str = ""
     speed_features: list[FeatureStatus] = dataclasses.field(default_factory=list)
+    engine: dict = dataclasses.field(default_factory=dict)  # see vlm_grpo.engines.engine_record
 
     def run_info(self) -> dict:
         """What ``training_log.json`` records first: the family, the box frame, the speed features, the versions."""
@@ -58,6 +60,7 @@ class Prepared:
         return {"run": {
             "family": self.family,
             "box_frame": self.box_frame,
+            "engine": self.engine,
             "speed_features": {f.name: {"mode": f.mode, "active": f.active, "reason": f.reason}
                                for f in self.speed_features},
             "transformers": transformers.__version__,
@@ -144,6 +147,8 @@ def build_grpo_trainer(args, model_args, data_args, vision_args, reward_args):
         peft_config=lora_config(model_args),
         callbacks=[recorder, NoSignalWarning()],
     )
+    check_engine(trainer.accelerator, trainer.model)  # before training: sharding asked for is sharding got
+    prepared.engine = engine_record(trainer.accelerator)
     prepared.speed_features = enable_speed_features(
         trainer, group_image_cache=vision_args.group_image_cache, group_shared_prompt=vision_args.group_shared_prompt
     )
@@ -245,13 +250,26 @@ def _disk_full_explained(output_dir: Path, final_save: bool = False):
 def save_final(trainer, output_dir: Path) -> None:
     """Save a plain (LoRA-merged) model and the processor, loadable by `vlm-grpo eval` and transformers.
 
-    Written into a temporary folder first and renamed into place file by file
+    Every rank calls it: under FSDP2 and ZeRO-3 the weights are gathered to the main process first
+    (:func:`~vlm_grpo.engines.gathered_state_dict`), which alone writes. Written into a temporary folder first and renamed into place file by file
     (:func:`~vlm_grpo.files.save_pretrained_atomically`): a kill or a full disk during the save
     leaves the previous files whole, never a truncated ``model.safetensors``.
     """
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
+    state_dict = gathered_state_dict(trainer, model)
     if trainer.is_world_process_zero():
-        save_pretrained_atomically(output_dir, model, trainer.processing_class)
+        saved = model if state_dict is None else _WithStateDict(model, state_dict)
+        save_pretrained_atomically(output_dir, saved, trainer.processing_class)
     trainer.accelerator.wait_for_everyone()
+
+
+class _WithStateDict:
+    """A model whose ``save_pretrained`` writes the given (gathered) weights in place of its own shards."""
+
+    def __init__(self, model, state_dict: dict) -> None:
+        self.model, self.state_dict = model, state_dict
+
+    def save_pretrained(self, folder, **kwargs) -> None:
+        self.model.save_pretrained(folder, state_dict=self.state_dict, **kwargs)

@@ -52,4 +52,7 @@ def run(args: argparse.Namespace) -> int:
         # Not a bug: the message says which checkpoint is intact and how to resume.
         print(f"error: {err}", file=sys.stderr)
         return 2
+    # Every rank is past the final save's barrier: end the process group here, since gloo's threads still
+    # running at interpreter exit can abort a rank ("terminate called without an active exception").
+    trainer.accelerator.state.destroy_process_group()
     return 0
