@@ -300,10 +300,9 @@ def test_deepspeed_zero3_trains_saves_a_loadable_model_and_the_speed_features_st
     _train("zero3.yaml", tiny_dir, rec_data, tmp_path / "zero3")
     run = _run_record(tmp_path / "zero3")
     assert run["engine"] == {"name": "deepspeed-zero3", "processes": 2, "device": "cpu"}
-    # The probes' twin is built inside ZeRO-3's partitioned init (zero3_init_flag): the probe fails, and each
-    # feature steps aside with that reason (fail closed) instead of running unchecked.
+    # Exactness under ZeRO-3 is not shown (its CPU runs are not reproducible): each feature steps aside, saying so.
     for feature in run["speed_features"].values():
-        assert not feature["active"] and "num_embeddings" in feature["reason"], feature
+        assert not feature["active"] and "ZeRO-3" in feature["reason"], feature
     assert (tmp_path / "zero3" / "checkpoint-2" / "checkpoint_complete.json").is_file()
     model, info = AutoModelForImageTextToText.from_pretrained(str(tmp_path / "zero3"), output_loading_info=True)
     assert not any(info.values()), info  # the gathered 16-bit state dict: every weight found

@@ -215,3 +215,13 @@ def test_the_twin_is_built_plain_inside_a_zero3_run(tiny):
     finally:
         deepspeed.unset_hf_deepspeed_config()
     assert all(p.numel() > 0 for p in twin.parameters())
+
+
+def test_under_zero3_both_features_step_aside_saying_why(tiny, monkeypatch):
+    from transformers.integrations import deepspeed
+
+    from vlm_grpo.speed.features import decide, engine_reason
+
+    monkeypatch.setattr(deepspeed, "is_deepspeed_zero3_enabled", lambda: True)
+    status = decide("group_shared_prompt", "on", lambda: engine_reason() or check_shared_prompt(tiny[0]))
+    assert not status.active and "ZeRO-3" in status.reason

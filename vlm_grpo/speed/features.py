@@ -85,6 +85,19 @@ def decide(name: str, mode: str, check) -> FeatureStatus:
     return FeatureStatus(name, mode, False, reason)
 
 
+def engine_reason() -> str | None:
+    """Why no speed feature is vouched for under the running engine, or ``None``: under DeepSpeed ZeRO-3 the
+    parameters are partitioned and gathered by hooks of its own, and its CPU results are not reproducible run
+    to run (README "Engines"), so exactness there is not shown."""
+    try:
+        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+    except ImportError:
+        return None
+    if is_deepspeed_zero3_enabled():
+        return "DeepSpeed ZeRO-3 (partitioned parameters): exactness under it is not verified yet"
+    return None
+
+
 def enable_speed_features(trainer, *, group_image_cache: str = "on", group_shared_prompt: str = "on") -> list[FeatureStatus]:
     """Probe and enable the group image cache and the group-shared prompt on ``trainer``'s models."""
     from vlm_grpo.speed.group_cache import enable_group_image_cache
@@ -92,12 +105,14 @@ def enable_speed_features(trainer, *, group_image_cache: str = "on", group_share
     from vlm_grpo.speed.shared_prompt import enable_shared_prompt
 
     model, processor = trainer.model, trainer.processing_class
-    image_cache = decide("group_image_cache", group_image_cache, lambda: check_image_cache(model, processor))
+    image_cache = decide("group_image_cache", group_image_cache,
+                         lambda: engine_reason() or check_image_cache(model, processor))
     if image_cache.active:
         # Each distinct image is resized and encoded once per batch; TRL's own reference model too.
         enable_group_image_cache(model, processor)
         enable_group_image_cache(trainer.ref_model)
-    shared_prompt = decide("group_shared_prompt", group_shared_prompt, lambda: check_shared_prompt(model))
+    shared_prompt = decide("group_shared_prompt", group_shared_prompt,
+                           lambda: engine_reason() or check_shared_prompt(model))
     if shared_prompt.active:
         # Each distinct prompt runs once per forward, in generation's prefill and every log-prob pass.
         enable_shared_prompt(model)
