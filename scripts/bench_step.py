@@ -36,7 +36,7 @@ Shapes:
   images (16 image tokens).
 - ``scaled``: a scaled-down Qwen2.5-VL that keeps Qwen2.5-VL-3B's ratio of
   vision-tower to language-model forward FLOPs per sequence. For 3B
-  (/work/shared/qwen2_5_vl_3b_shape.json) and one 1000-token image + 100 text
+  (``../shared/qwen2_5_vl_3b_shape.json`` beside the checkout) and one 1000-token image + 100 text
   tokens + a 128-token completion, the ratio is 0.771
   (:mod:`vlm_grpo.speed.flops`: vision 5.49 TFLOP, language model 7.12 TFLOP).
   The scaled model keeps the language model's proportions at width 128
@@ -124,7 +124,7 @@ from vlm_grpo.speed import (  # noqa: E402
 from vlm_grpo.speed.flops import TextShape, VisionShape, text_flops, vision_flops, vision_text_ratio  # noqa: E402
 from vlm_grpo.tiny import TinySpec  # noqa: E402
 
-SHAPE_3B = Path("/work/shared/qwen2_5_vl_3b_shape.json")
+SHAPE_3B = Path(__file__).resolve().parents[2] / "shared" / "qwen2_5_vl_3b_shape.json"  # ../shared beside the checkout
 # Qwen2.5-VL-3B, written out so the script also runs where the shared file is absent.
 VISION_3B = VisionShape(hidden=1280, depth=32, intermediate=3420, out_hidden=2048, window_size=112, full_blocks=4)
 TEXT_3B = TextShape(hidden=2048, layers=36, heads=16, kv_heads=2, intermediate=11008, vocab=151936)
