@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vlm_grpo.commands.train import add_arguments, argv_of
+from vlm_grpo.commands.train import add_arguments, argv_of, finish_processes
 
 PASSTHROUGH = True
 
@@ -36,4 +36,5 @@ def run(args: argparse.Namespace) -> int:
         # Not a bug: the message says which checkpoint is intact and how to resume.
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finish_processes(trainer)
     return 0
