@@ -28,7 +28,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-if [ "$DRY" = 1 ]; then OUT=${OUT:-/tmp/vlm-grpo-engines}; else OUT=${OUT:-$(mktemp -d -t vlm-grpo-engines.XXXXXX)}; fi
+# a fresh folder in the system's temp dir (a dry run only names one, and creates nothing)
+if [ "$DRY" = 1 ]; then OUT=${OUT:-$(mktemp -u -d -t vlm-grpo-engines.XXXXXX)}; else OUT=${OUT:-$(mktemp -d -t vlm-grpo-engines.XXXXXX)}; fi
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 if [ "$DEVICE" = cpu ]; then
   NUM=2; PRECISION=(--mixed_precision no); DEVICE_ARGS=(--use_cpu true); ATOL=1e-7

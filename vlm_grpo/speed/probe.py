@@ -179,9 +179,14 @@ def _logits_and_grads(model, batch: dict) -> tuple[torch.Tensor, dict[str, torch
     return logits.detach(), grads
 
 
+def _close(on: torch.Tensor, off: torch.Tensor) -> bool:
+    """Equal within ``TOLERANCE``, relative to each value and to the largest plain value."""
+    return torch.allclose(on, off, rtol=TOLERANCE, atol=TOLERANCE * float(off.abs().max()))
+
+
 def _mismatch(on, off, what: str) -> str | None:
     (logits_on, grads_on), (logits_off, grads_off) = on, off
-    if not torch.allclose(logits_on, logits_off, rtol=TOLERANCE, atol=TOLERANCE * float(logits_off.abs().max())):
+    if not _close(logits_on, logits_off):
         return f"{what}: logits differ from the plain path by {float((logits_on - logits_off).abs().max()):.3g}"
     if grads_on.keys() != grads_off.keys():
         return f"{what}: gradients reach other parameters than on the plain path"
@@ -224,7 +229,7 @@ def check_shared_prompt(model) -> str | None:
             greedy_on = _greedy_logits(twin, prompts)
         finally:
             disable_shared_prompt(twin)
-        if not torch.allclose(greedy_on, greedy_off, rtol=TOLERANCE, atol=TOLERANCE * float(greedy_off.abs().max())):
+        if not _close(greedy_on, greedy_off):
             return "generation: the decode steps after the shared prefill differ from the plain path"
         return _mismatch(on, off, "forward and backward")
 
