@@ -50,7 +50,6 @@ import errno
 import json
 import logging
 import math
-import os
 import re
 import shutil
 import time
@@ -58,7 +57,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from vlm_grpo.files import atomic_write_text
+from vlm_grpo.files import atomic_write_text, fsync_path
 
 logger = logging.getLogger(__name__)
 
@@ -125,21 +124,13 @@ def mark_complete(folder: str | Path, step: int, run_id: str | None = None) -> N
     folder = Path(folder)
     files = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MARKER):
-        _fsync_path(path)
+        fsync_path(path)
         files[path.relative_to(folder).as_posix()] = path.stat().st_size
     for sub in sorted({p.parent for p in folder.rglob("*")} | {folder}):
-        _fsync_path(sub)
+        fsync_path(sub)
     record = {"global_step": step, "run_id": run_id, "files": files, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     atomic_write_text(folder / MARKER, json.dumps(record, indent=1) + "\n")
-    _fsync_path(folder)  # the rename itself must reach the disk
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(folder)  # the rename itself must reach the disk
 
 
 def remove_checkpoint(folder: Path) -> None:

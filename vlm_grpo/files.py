@@ -155,7 +155,7 @@ def save_pretrained_atomically(output_dir: str | Path, *objects) -> None:
             obj.save_pretrained(tmp)
         written = sorted(p.relative_to(tmp) for p in tmp.rglob("*") if p.is_file())
         for rel in written:
-            _fsync(tmp / rel)
+            fsync_path(tmp / rel)
         for rel in written:
             (output_dir / rel).parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp / rel, output_dir / rel)
@@ -163,7 +163,7 @@ def save_pretrained_atomically(output_dir: str | Path, *objects) -> None:
         for path in output_dir.iterdir():
             if path.is_file() and path.name not in names and _WEIGHT_FILE.match(path.name):
                 path.unlink()
-        _fsync(output_dir)
+        fsync_path(output_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -172,7 +172,8 @@ _SAVING_PREFIX = ".saving-"
 _WEIGHT_FILE = re.compile(r"^(model|pytorch_model|adapter_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?$")
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
