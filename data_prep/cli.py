@@ -102,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     det.add_argument("--screenspot-bbox", choices=("xywh", "xyxy"), default="xywh",
                      help="screenspot: bbox as [x, y, width, height] (the original release, default) or [x1, y1, x2, y2]")
 
-    syn = parser.add_argument_group("synthetic (--format synthetic --task rec|count|math|det|point)")
+    syn = parser.add_argument_group("synthetic (--format synthetic --task rec|count|math|det|point|zoom)")
     syn.add_argument("--num", type=int, default=1000, metavar="N", help="number of samples (default 1000)")
     syn.add_argument("--image-size", type=_size, default=(112, 112), metavar="WxH", help="default 112")
     syn.add_argument("--num-shapes", type=_int_range, default=(1, 4), metavar="MIN-MAX", help="default 1-4")
@@ -116,6 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="rec answer: tight (the shape's box, default) or cell (needs --grid: its grid cell's box)")
     syn.add_argument("--referring", default="color+kind", metavar="STYLE",
                      help="rec phrase: color+kind ('the red circle'), color ('the red shape') or kind ('the circle')")
+    syn.add_argument("--zoom-scale", type=int, default=4, metavar="N",
+                     help="zoom: enlarge the drawn scene N times (the full resolution a crop reads; default 4)")
 
 
 def _specs(args: argparse.Namespace) -> list[SourceSpec]:
@@ -150,7 +152,8 @@ def _source_options(args: argparse.Namespace) -> SourceOptions:
         extra = {key: getattr(args, key) for key in ("shape_kinds", "colors") if getattr(args, key)}
         synthetic_config = SyntheticConfig(
             image_size=args.image_size, num_shapes=args.num_shapes, size_range=args.size_range, grid=args.grid,
-            background=args.background, referring=args.referring, answer_box=args.answer_box, **extra,
+            background=args.background, referring=args.referring, answer_box=args.answer_box,
+            zoom_scale=args.zoom_scale, **extra,
         )
     return SourceOptions(
         task=args.task, prefix_ids=args.prefix_ids, box_tolerance=args.box_tolerance,

@@ -14,6 +14,12 @@ Tasks:
   hold no shape of the asked kind, more by chance).
 * ``point``: the ``rec`` scene; the solution is the referent's box and the model answers a
   point inside it.
+* ``zoom``: one shape of a colour outside ``colors`` with a dot of one of ``colors`` at its centre,
+  drawn at ``image_size`` and then enlarged ``zoom_scale`` times (so at a ``max_pixels`` of
+  ``image_size`` the policy sees the ``rec`` layout, and the dot, a quarter of the shape's side, covers a
+  few of its pixels blended with the shape); "What colour is the dot inside the circle?" ->
+  ``{"answer": colour, "box": the shape's box}`` in the enlarged image's pixels. A crop of that box at
+  full resolution shows the dot plainly.
 
 Everything about the images is configurable through :class:`SyntheticConfig`
 (size, number of shapes, kinds, colours, size range, grid snapping, background).
@@ -38,7 +44,7 @@ from PIL import Image, ImageDraw, ImageFont
 from data_prep.items import Rejected, SourceItem
 from data_prep.packed import PrepError
 
-TASKS = ("rec", "count", "math", "det", "point")
+TASKS = ("rec", "count", "math", "det", "point", "zoom")
 #: det: the share of images drawn with no shape of the asked kind (the answer is then ``[]``).
 NO_TARGET_SHARE = 0.25
 BACKGROUNDS = ("plain", "noise", "tiles")
@@ -100,6 +106,7 @@ class SyntheticConfig:
             ("the red shape") or ``kind`` ("the circle"); distractors never match the
             attributes the phrase uses, so the referent is always unique.
         max_operand / operators: math operands are 0..max_operand; operators from ``+ - *``.
+        zoom_scale: zoom: the factor the scene is enlarged by after drawing (the full resolution a crop reads).
     """
 
     image_size: tuple[int, int] = (112, 112)
@@ -115,6 +122,7 @@ class SyntheticConfig:
     answer_box: Literal["tight", "cell"] = "tight"
     max_operand: int = 20
     operators: tuple[str, ...] = ("+", "-", "*")
+    zoom_scale: int = 4
 
     def __post_init__(self) -> None:
         for name in ("image_size", "num_shapes", "size_range"):
@@ -141,6 +149,8 @@ class SyntheticConfig:
             (self.referring not in _PHRASES, f"referring must be one of {tuple(_PHRASES)}, got {self.referring!r}"),
             (self.max_operand < 1, "max_operand must be >= 1"),
             (not self.operators or set(self.operators) - set(_OPERATORS), f"operators must be from {tuple(_OPERATORS)}"),
+            (not 1 <= self.zoom_scale <= 16 or max(width, height) * self.zoom_scale > MAX_IMAGE_SIDE,
+             f"zoom_scale must be 1..16 with image_size x zoom_scale at most {MAX_IMAGE_SIDE} px a side"),
         ]
         for bad, message in problems:
             if bad:
@@ -335,7 +345,25 @@ def _point(rng: random.Random, nprng: np.random.Generator, config: SyntheticConf
     return _rec(rng, nprng, config)
 
 
-_MAKERS = {"rec": _rec, "count": _count, "math": _math, "det": _det, "point": _point}
+def _zoom(rng: random.Random, nprng: np.random.Generator, config: SyntheticConfig) -> tuple[Image.Image, str, Any, dict]:
+    """One shape with a small dot of the answer's colour at its centre, enlarged ``zoom_scale`` times."""
+    slot = _place(rng, config, 1)[0]
+    kind, color = rng.choice(config.shape_kinds), rng.choice(config.colors)
+    body = rng.choice([c for c in ("purple", "orange", "cyan", "black") if c not in config.colors] or ["black"])
+    image, shapes = _shapes_image(config, nprng, [slot], [(body, kind)])
+    scale = config.zoom_scale
+    image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    box = [v * scale for v in shapes[0]["box"]]
+    side = max(scale, (box[2] - box[0]) // 4)
+    cx, cy = (box[0] + box[2]) // 2, (box[1] + box[3]) // 2
+    if kind == "triangle":  # the apex is at the top: the dot sits below the box centre, inside the triangle
+        cy = (box[1] + 2 * box[3]) // 3
+    ImageDraw.Draw(image).rectangle([cx - side // 2, cy - side // 2, cx - side // 2 + side - 1, cy - side // 2 + side - 1],
+                                    fill=COLORS[color])
+    return image, f"What colour is the dot inside the {kind}?", {"answer": color, "box": box}, {"shape": body}
+
+
+_MAKERS = {"rec": _rec, "count": _count, "math": _math, "det": _det, "point": _point, "zoom": _zoom}
 
 
 def make_sample(task: str, index: int, seed: int = 0, config: SyntheticConfig | None = None) -> SourceItem:

@@ -11,14 +11,14 @@ Public API:
 - built-ins (registry names): ``format``, ``format_box``, ``iou``, ``rec_acc``, ``det_f1``,
   ``det_ap``, ``det_odlength``, ``point_in_box``,
   ``math``, ``exact_match``, ``mcq``, ``count``, ``accuracy``, ``length``,
-  ``repetition``; factories :func:`make_math_reward`,
+  ``repetition``, ``tool_bonus`` (:mod:`rewards.tool_rewards`); factories :func:`make_math_reward`,
   :func:`make_length_reward`, :func:`make_repetition_reward`.
 - modules other packages import: :mod:`rewards.parsing` (the answer rule and
   parsers), :mod:`rewards.boxes` (IoU and box frames), :mod:`rewards.tasks`
   (``TASKS``, ``judge``, ``Judgement``) and :mod:`rewards.mathcheck`.
 """
 
-from rewards import accuracy, format_rewards, shaping  # noqa: F401  (fill the registry)
+from rewards import accuracy, format_rewards, shaping, tool_rewards  # noqa: F401  (fill the registry)
 from rewards.accuracy import make_math_reward
 from rewards.guard import RewardError, guard
 from rewards.registry import RewardLoadError, get, load, names, register

@@ -24,6 +24,7 @@ mcq    mcq          option letter                            equal
 open   exact_match  normalised string                        equal
 det    det_f1       boxes (+ labels) in original pixels      every box matched
 point  point_in_box point in original pixels                 inside the box
+zoom   accuracy     normalised word (the final turn)         equal
 ====== ============ ======================================== ================
 
 Why here: the task modules live in ``rewards`` because parsing and scoring are the rewards'
@@ -38,7 +39,7 @@ from __future__ import annotations
 from typing import Any
 
 from rewards.parsing import completion_text
-from rewards.tasks import count, det, mcq, point, rec
+from rewards.tasks import count, det, mcq, point, rec, zoom
 from rewards.tasks import math as math_task
 from rewards.tasks import open as open_task  # not `open`: the builtin stays the builtin here
 from rewards.tasks.base import REASONING, Judgement, Mark, Task
@@ -52,6 +53,7 @@ TASKS: dict[str, Task] = {
     "open": open_task.TASK,
     "det": det.TASK,
     "point": point.TASK,
+    "zoom": zoom.TASK,
 }
 """The task table; add a task with :func:`register_task`."""
 BUILTIN_TASKS = tuple(TASKS)

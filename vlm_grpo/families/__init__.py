@@ -65,6 +65,9 @@ class Family:
         tiny_config: ``tiny_config(ids, spec, vocab_size)`` -> the tiny model's config (:mod:`vlm_grpo.tiny`), from
             the special-token ids of the tiny tokenizer.
         chat_template: the family's chat template for the tiny model (images as vision_start/image_pad/vision_end).
+        tool_chat_template, response_template: a chat template that renders tool calls and tool responses (images
+            included), and the ``tokenizer.response_template`` that parses the model's tool calls
+            (:mod:`vlm_grpo.families.tool_calls`); used when ``tools`` are on and the checkpoint's own lack them.
         special_tokens: the tiny tokenizer's special tokens, appended to its vocabulary in this order.
         image_processor_kwargs: the tiny model's image processor settings (patch and merge size, normalisation).
         router_logits: the model returns per-layer router logits on request (Mixture of Experts).
@@ -92,6 +95,8 @@ class Family:
     probe_text: dict = dataclasses.field(default_factory=dict)
     image_processor_kwargs: dict = dataclasses.field(default_factory=lambda: {"patch_size": 14, "merge_size": 2})
     router_logits: bool = False
+    tool_chat_template: str | None = None
+    response_template: dict | None = None
     tested_transformers: tuple[str, ...] = ("5.24.0",)
 
     @property

@@ -8,6 +8,7 @@ Vision tower ``model.visual`` (``Qwen2VisionTransformerPretrainedModel``, sized 
 from __future__ import annotations
 
 from vlm_grpo.families import QWEN2_CHAT_TEMPLATE, Family, tiny_text_config, vision_token_ids
+from vlm_grpo.families.tool_calls import HERMES_RESPONSE_TEMPLATE, qwen_tool_chat_template
 
 
 def tiny_config(ids: dict[str, int], spec, vocab_size: int):
@@ -43,6 +44,8 @@ FAMILIES = (
         pixels_per_token=28,
         tiny_config=tiny_config,
         chat_template=QWEN2_CHAT_TEMPLATE,
+        tool_chat_template=qwen_tool_chat_template("You are a helpful assistant."),
+        response_template=HERMES_RESPONSE_TEMPLATE,
         probe_vision={"depth": 2, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 2, "hidden_size": "text_hidden"},
     ),
 )

@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 from vlm_grpo.families import Family, qwen_chat_template, tiny_text_config, vision_token_ids
+from vlm_grpo.families.tool_calls import HERMES_RESPONSE_TEMPLATE, qwen_tool_chat_template
 
 # Qwen3-VL's chat template, reduced to what this project renders (no tools; no default system prompt).
 CHAT_TEMPLATE = qwen_chat_template(None)
@@ -77,6 +78,8 @@ _COMMON = dict(
     box_frame="norm1000",
     pixels_per_token=32,
     chat_template=CHAT_TEMPLATE,
+    tool_chat_template=qwen_tool_chat_template(None),
+    response_template=HERMES_RESPONSE_TEMPLATE,
     image_processor_kwargs={"patch_size": 16, "merge_size": 2, "image_mean": [0.5] * 3, "image_std": [0.5] * 3},
     merger_prefixes=("merger.", "deepstack_merger_list."),
     tower_outputs={"last_hidden_state": "patches", "pooler_output": "tokens", "deepstack_features": "tokens_per_layer"},
