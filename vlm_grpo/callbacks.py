@@ -22,6 +22,7 @@ from transformers import TrainerCallback
 
 from rewards.parsing import completion_text
 from rewards.registry import is_async
+from rewards.tool_rewards import tool_calls
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,8 @@ class RolloutRecorder(TrainerCallback):
     """Records the latest scored batch and appends it to a JSONL file every ``every`` steps.
 
     One file per process: ``rollouts.jsonl`` on the main process, ``rollouts.rank{N}.jsonl`` elsewhere.
-    Each line: ``{"step", "id", "task", "completion", "solution", "rewards": {name: value}}``.
+    Each line: ``{"step", "id", "task", "completion", "solution", "rewards": {name: value}}``, and with tools
+    ``"tool_calls"``: each call's ``name``, ``arguments`` (the box asked for), ``ok`` and ``error``.
     """
 
     def __init__(self, output_dir: str | Path, every: int, rank: int = 0) -> None:
@@ -74,6 +76,8 @@ class RolloutRecorder(TrainerCallback):
                 "ids": columns.get("id"),
                 "tasks": columns.get("task"),
                 "solutions": columns.get("solution"),
+                "tool_calls": [logged_tool_calls(c) for c in completions]
+                if any(isinstance(c, list) and len(c) > 1 for c in completions) else None,
                 "rewards": {},
             }
         self._batch["rewards"][name] = list(values)
@@ -93,7 +97,14 @@ class RolloutRecorder(TrainerCallback):
                     "solution": batch["solutions"][i] if batch["solutions"] else None,
                     "rewards": {name: _finite(v[i]) for name, v in batch["rewards"].items()},
                 }
+                if batch.get("tool_calls") is not None:  # multi-turn: each call's box (arguments) and outcome
+                    row["tool_calls"] = batch["tool_calls"][i]
                 handle.write(json.dumps(row) + "\n")
+
+
+def logged_tool_calls(completion) -> list[dict]:
+    """A completion's tool calls as the rollout log writes them: name, arguments (the box), ok, error."""
+    return [{k: call[k] for k in ("name", "arguments", "ok", "error")} for call in tool_calls(completion)]
 
 
 def _finite(value):

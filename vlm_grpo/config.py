@@ -102,7 +102,7 @@ class VisionArguments:
 
 @dataclasses.dataclass
 class RewardArguments:
-    """Which rewards score the completions, and how rollouts are logged."""
+    """Which rewards score the completions, which tools a rollout may call, and how rollouts are logged."""
 
     reward_funcs: list[str] = dataclasses.field(
         default_factory=lambda: ["format", "accuracy"],
@@ -110,6 +110,18 @@ class RewardArguments:
             "help": "Reward names (see `rewards.names()`), `package.module:function` or `file.py:function`. "
             "Weights: reward_weights."
         },
+    )
+    tools: list[str] | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Tools a rollout may call (multi-turn): zoom_in, package.module:name or file.py:name "
+                  "(a function, or an environment class with reset(**row)); see vlm_grpo.tools."},
+    )
+    max_tool_calls: int = dataclasses.field(
+        default=3, metadata={"help": "With tools: tool calls per rollout; the next one gets an error text back."},
+    )
+    max_image_tokens: int = dataclasses.field(
+        default=1024,
+        metadata={"help": "With tools: image tokens per rollout, the prompt's images and every crop included."},
     )
     rollout_log_steps: int = dataclasses.field(
         default=10, metadata={"help": "Write every completion and its rewards to rollouts.jsonl every N steps (0: off)."}
@@ -119,6 +131,11 @@ class RewardArguments:
         metadata={"help": "Seconds one call of a reward (a whole batch) may take; a slower call stops training naming "
                   "the reward (0: no limit). The built-in math reward alone may take up to 1 s per sample."},
     )
+
+    def __post_init__(self) -> None:
+        if self.max_tool_calls < 1 or self.max_image_tokens < 1:
+            raise ValueError(f"max_tool_calls and max_image_tokens must be at least 1, got {self.max_tool_calls} and "
+                             f"{self.max_image_tokens}")
 
 
 @dataclasses.dataclass

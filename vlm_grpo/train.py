@@ -35,6 +35,7 @@ from rewards.tasks import load_task_module
 from vlm_grpo.prompts import merged_templates
 from vlm_grpo.runs import overwrite_of, plan_run, start_run
 from vlm_grpo.speed.features import FeatureStatus, enable_speed_features
+from vlm_grpo.tools import note_tool_rollouts, prepare_processor, resolve_tools
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class Prepared:
     family: str = ""
     speed_features: list[FeatureStatus] = dataclasses.field(default_factory=list)
     engine: dict = dataclasses.field(default_factory=dict)  # see vlm_grpo.engines.engine_record
+    tools: object = None  # a vlm_grpo.tools.Toolset when the rollouts may call tools
 
     def run_info(self) -> dict:
         """What ``training_log.json`` records first: the family, the box frame, the speed features, the versions."""
@@ -75,26 +77,34 @@ def load_task_modules(data_args: DataArguments) -> None:
         load_task_module(spec)
 
 
-def prepare(args, model_args, data_args: DataArguments, vision_args: VisionArguments) -> Prepared:
-    """Resolve the checkpoint, processor, templates and datasets (no model weights are read)."""
+def prepare(args, model_args, data_args: DataArguments, vision_args: VisionArguments,
+            reward_args: RewardArguments | None = None) -> Prepared:
+    """Resolve the checkpoint, processor, tools, templates and datasets (no model weights are read)."""
     if not model_args.model_name_or_path:
         raise ValueError("model_name_or_path is not set: give a hub id, a checkpoint folder or a `vlm-grpo tiny` output")
     load_task_modules(data_args)
     config = load_config(model_args.model_name_or_path, revision=model_args.model_revision)
     box_frame = vision_args.box_frame or family_of(config).box_frame
-    templates = merged_templates(data_args.task_templates)
     processor = load_processor(
         model_args.model_name_or_path,
         min_pixels=vision_args.min_pixels,
         max_pixels=vision_args.max_pixels,
         revision=model_args.model_revision,
     )
+    tools = resolve_tools(reward_args.tools if reward_args else None, processor,
+                          max_tool_calls=reward_args.max_tool_calls if reward_args else 3,
+                          max_image_tokens=reward_args.max_image_tokens if reward_args else 1024)
+    if tools is not None:
+        prepare_processor(processor, family_of(config))
+    # the tools' templates (describing them) replace the tasks' own; the user's task_templates win over both
+    templates = merged_templates({**(tools.templates if tools else {}), **(data_args.task_templates or {})})
     common = {"box_frame": box_frame, "templates": templates, "max_prompt_tokens": data_args.max_prompt_tokens}
     rows = build_rows(
         data_args.train_data or [], processor, weights=data_args.train_data_weights, seed=args.seed, **common
     )
     eval_rows = [build_rows([d], processor, seed=args.seed, **common) for d in data_args.eval_data or []]
-    return Prepared(processor, rows, eval_rows, box_frame, templates, family=family_of(config).model_type)
+    return Prepared(processor, rows, eval_rows, box_frame, templates, family=family_of(config).model_type,
+                    tools=tools)
 
 
 def resolve_rewards(reward_args: RewardArguments, reward_weights: list[float] | None) -> list:
@@ -134,8 +144,12 @@ def build_grpo_trainer(args, model_args, data_args, vision_args, reward_args):
     check_save_steps(args)
     eval_by_epoch = _take_over_evaluation(args, data_args)
     plan_run(args.output_dir, args.resume_from_checkpoint, overwrite_of(args))  # refused before the model loads
-    prepared = prepare(args, model_args, data_args, vision_args)
+    prepared = prepare(args, model_args, data_args, vision_args, reward_args)
     recorder = RolloutRecorder(args.output_dir, reward_args.rollout_log_steps, rank=args.process_index)
+    tools = prepared.tools
+    if tools is not None and args.max_tool_calling_iterations is None:
+        # one turn past the limit, so a call over it gets its error text and the model a turn to answer
+        args.max_tool_calling_iterations = tools.limits.max_calls + 1
     reward_funcs = [recorder.wrap(f, first=i == 0) for i, f in enumerate(reward_funcs)]
     model = load_policy(model_args, vision_args)
     trainer = GRPOTrainer(
@@ -146,12 +160,15 @@ def build_grpo_trainer(args, model_args, data_args, vision_args, reward_args):
         processing_class=prepared.processor,
         peft_config=lora_config(model_args),
         callbacks=[recorder, NoSignalWarning()],
+        **({"environment_factory": tools.environment, "tools": tools.functions or None} if tools else {}),
     )
     check_engine(trainer.accelerator, trainer.model)  # before training: sharding asked for is sharding got
     prepared.engine = engine_record(trainer.accelerator)
     prepared.speed_features = enable_speed_features(
         trainer, group_image_cache=vision_args.group_image_cache, group_shared_prompt=vision_args.group_shared_prompt
     )
+    if tools is not None:
+        note_tool_rollouts(prepared.speed_features)
     _use_compact_progress(trainer)
     _add_eval_callback(trainer, prepared, data_args, eval_by_epoch)
     return trainer, prepared

@@ -119,5 +119,16 @@ def prepare_processor(processor, family) -> None:
         tokenizer.response_template = family.response_template
 
 
+def note_tool_rollouts(features) -> None:
+    """One console line on what the speed features do under multi-turn rollouts (``tests/test_tools_speed.py``
+    shows both exact on groups whose rows diverge): the group image cache encodes a group's shared image once
+    and every crop on its own; the group-shared prompt shares a prompt only in calls whose image tokens all
+    lie in it, so a batch with a crop in any completion takes the plain forward."""
+    if any(f.name == "group_shared_prompt" and f.active for f in features):
+        logger.warning("group_shared_prompt steps aside (plain forward, same results) for batches where a rollout "
+                       "zoomed in: a crop's image tokens lie after the shared prompt; generation's prefill and "
+                       "batches without crops still share it")
+
+
 __all__ = ["BUILTIN_TOOLS", "ToolError", "Toolset", "ZoomCall", "ZoomEnvironment", "ZoomLimits",
-           "prepare_processor", "resolve_tools"]
+           "note_tool_rollouts", "prepare_processor", "resolve_tools"]
