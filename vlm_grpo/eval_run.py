@@ -35,6 +35,7 @@ from vlm_grpo.evaluate import EvalSettings, evaluate_rows, read_predictions
 from vlm_grpo.metrics import benchmark_table, compute_metrics
 from vlm_grpo.modeling import family_of, load_config, load_model, load_processor
 from vlm_grpo.prompts import merged_templates
+from vlm_grpo.tools import prepare_processor, resolve_tools
 
 
 class EvalError(ValueError):
@@ -56,6 +57,9 @@ class EvalJob:
     task_templates: dict | None = None
     resume: bool = False
     settings: EvalSettings = dataclasses.field(default_factory=EvalSettings)
+    tools: list[str] | None = None  # multi-turn with these tools (as the `tools` training key)
+    max_tool_calls: int = 3
+    max_image_tokens: int = 1024
 
 
 def _filtered(rows: RowSet, task: str | None, max_samples: int | None) -> list[int]:
@@ -75,8 +79,12 @@ def run_eval(job: EvalJob) -> dict[str, dict]:
     config = load_config(job.model)  # fails fast on a bad model before anything heavy
     family = family_of(config, job.model)
     box_frame = job.box_frame or family.box_frame
-    templates = merged_templates(job.task_templates)
     processor = load_processor(job.model, min_pixels=job.min_pixels, max_pixels=job.max_pixels)
+    toolset = resolve_tools(job.tools, processor, max_tool_calls=job.max_tool_calls,
+                            max_image_tokens=job.max_image_tokens)
+    if toolset is not None:
+        prepare_processor(processor, family)
+    templates = merged_templates({**(toolset.templates if toolset else {}), **(job.task_templates or {})})
     names = _unique_names(job.data)
     all_rows = [build_rows([d], processor, box_frame=box_frame, templates=templates) for d in job.data]
     selections = [_filtered(rows, job.task, job.max_samples) for rows in all_rows]
@@ -108,7 +116,7 @@ def run_eval(job: EvalJob) -> dict[str, dict]:
 
             mine = evaluate_rows(
                 model, processor, rows, todo, job.settings, on_prediction=keep,
-                desc=f"eval {name}", progress=state.is_main_process,
+                desc=f"eval {name}", progress=state.is_main_process, toolset=toolset,
             )
         elapsed = time.perf_counter() - start
         gathered = gather_object(mine) if state.num_processes > 1 else mine
@@ -179,6 +187,8 @@ def eval_key(job: EvalJob, data_dir: str, rows: RowSet, processor, templates: di
     settings = {"max_new_tokens": job.settings.max_new_tokens, "do_sample": job.settings.do_sample}
     if job.settings.do_sample:
         settings.update(temperature=job.settings.temperature, seed=job.settings.seed)
+    if job.tools:
+        settings.update(tools=list(job.tools), max_tool_calls=job.max_tool_calls, max_image_tokens=job.max_image_tokens)
     settings.update(min_pixels=low, max_pixels=high, box_frame=rows.box_frame,
                     templates_sha256=hashlib.sha256(json.dumps(templates, sort_keys=True).encode()).hexdigest())
     return {
@@ -274,7 +284,8 @@ def _write_outputs(out: Path, job: EvalJob, data_dir: str, rows: RowSet, predict
         "box_frame": rows.box_frame,
         "metrics": metrics,
         "settings": {**dataclasses.asdict(job.settings), "max_samples": job.max_samples,
-                     "min_pixels": job.min_pixels, "max_pixels": job.max_pixels, "box_frame": rows.box_frame},
+                     "min_pixels": job.min_pixels, "max_pixels": job.max_pixels, "box_frame": rows.box_frame,
+                     "tools": job.tools, "max_tool_calls": job.max_tool_calls, "max_image_tokens": job.max_image_tokens},
         "time_s": round(elapsed, 3),
         "samples_per_s": round(made / elapsed, 3) if elapsed > 0 and made else None,
     }

@@ -78,7 +78,13 @@ def judge_row(row: dict, completion: str, index: int, error: str | None = None) 
     }
 
 
-def _generate_batch(model, processor, batch: list[dict], settings: EvalSettings) -> list[str]:
+def _generate_batch(model, processor, batch: list[dict], settings: EvalSettings, toolset=None) -> list:
+    if toolset is not None:  # multi-turn, the same tools and limits as training (vlm_grpo.tools.rollout)
+        from vlm_grpo.tools.rollout import generate_with_tools
+
+        return generate_with_tools(model, processor, batch, toolset, max_new_tokens=settings.max_new_tokens,
+                                   do_sample=settings.do_sample, temperature=settings.temperature,
+                                   seed=settings.seed if settings.do_sample else None)
     out = generate(
         model,
         processor,
@@ -102,8 +108,10 @@ def evaluate_rows(
     on_prediction: Callable[[dict], None] | None = None,
     desc: str = "eval",
     progress: bool = True,
+    toolset=None,
 ) -> list[dict]:
-    """Predictions for ``rows[indices]`` in length order; ``on_prediction`` sees each as it is made."""
+    """Predictions for ``rows[indices]`` in length order; ``on_prediction`` sees each as it is made. With a
+    ``toolset`` (:class:`vlm_grpo.tools.Toolset`) each prediction also holds its ``tool_calls`` and ``crops``."""
     order = length_order(rows, indices)
     predictions: list[dict] = []
     correct = 0
@@ -111,7 +119,7 @@ def evaluate_rows(
     with tqdm(total=len(order), desc=desc, disable=not progress, dynamic_ncols=True) as bar:
         for start in range(0, len(order), settings.batch_size):
             chunk = order[start : start + settings.batch_size]
-            made = _predict_chunk(model, processor, rows, chunk, settings)
+            made = _predict_chunk(model, processor, rows, chunk, settings, toolset)
             for prediction in made:
                 correct += bool(prediction["correct"])
                 if on_prediction is not None:
@@ -122,7 +130,7 @@ def evaluate_rows(
     return predictions
 
 
-def _predict_chunk(model, processor, rows: RowSet, chunk: list[int], settings: EvalSettings) -> list[dict]:
+def _predict_chunk(model, processor, rows: RowSet, chunk: list[int], settings: EvalSettings, toolset=None) -> list[dict]:
     batch, made = [], []
     for i in chunk:
         try:
@@ -136,21 +144,34 @@ def _predict_chunk(model, processor, rows: RowSet, chunk: list[int], settings: E
             row = rows.row(i, with_images=False)
             made.append(judge_row(row, "", i, error=f"{type(err).__name__}: {err}"))
     try:
-        texts = _generate_batch(model, processor, [row for _, row in batch], settings)
+        texts = _generate_batch(model, processor, [row for _, row in batch], settings, toolset)
     except Exception as err:  # retry one by one so one bad sample does not sink the batch
         logger.warning("batch generation failed (%s); retrying its %d samples one at a time", err, len(batch))
         texts = []
         for i, row in batch:
             try:
-                texts.append(_generate_batch(model, processor, [row], settings)[0])
+                texts.append(_generate_batch(model, processor, [row], settings, toolset)[0])
             except Exception as single:
                 texts.append(None)
                 made.append(judge_row(row, "", i, error=f"{type(single).__name__}: {single}"))
-    made += [judge_row(row, text, i) for (i, row), text in zip(batch, texts) if text is not None]
+    made += [_judged(row, text, i) for (i, row), text in zip(batch, texts) if text is not None]
     for prediction in made:  # a task's metrics may group by these (point: ScreenSpot's text / icon, its app)
         meta = rows.record(prediction["index"]).meta
         prediction.update({key: meta[key] for key in GROUP_KEYS if meta.get(key) is not None})
     return sorted(made, key=lambda p: p["index"])
+
+
+def _judged(row: dict, output, index: int) -> dict:
+    """A prediction from a completion text, or from a multi-turn :class:`~vlm_grpo.tools.rollout.ToolRollout`
+    (judged on its final answer; its tool calls and the crops it got recorded)."""
+    if isinstance(output, str):
+        return judge_row(row, output, index)
+    from vlm_grpo.callbacks import logged_tool_calls
+
+    prediction = judge_row(row, output.text, index)
+    prediction["tool_calls"] = logged_tool_calls(output.messages)
+    prediction["crops"] = output.regions
+    return prediction
 
 
 def read_predictions(path: Path) -> list[dict]:

@@ -36,9 +36,12 @@ def generate(
     temperature: float = 1.0,
     num_return_sequences: int = 1,
     seed: int | None = None,
+    tools: list | None = None,
 ) -> Generation:
-    """Generate for a batch of conversations, each with its own list of images (left-padded batch)."""
-    texts = [processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
+    """Generate for a batch of conversations, each with its own list of images (left-padded batch); ``tools``
+    (callables) are listed in the prompt by the chat template."""
+    texts = [processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False, tools=tools or None)
+             for c in conversations]
     flat_images = [img for per_prompt in images for img in per_prompt] or None
     inputs = processor(text=texts, images=flat_images, return_tensors="pt", padding=True, padding_side="left")
     inputs = inputs.to(model.device)

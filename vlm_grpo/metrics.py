@@ -44,10 +44,45 @@ def summarize(predictions: Sequence[dict]) -> dict:
         "parse_failure_rate": sum(not p["parse_ok"] for p in predictions) / n if n else 0.0,
         "errors": sum(1 for p in predictions if p.get("error")),
     }
+    if any("tool_calls" in p for p in predictions):  # a multi-turn eval with tools
+        out.update(tool_figures(predictions))
     task = TASKS.get(predictions[0]["task"]) if predictions else None
     if task is not None and task.metrics is not None and all(p["task"] == task.name for p in predictions):
         out.update(task.metrics(predictions))  # the task's own figures (rec: acc@0.5, mean_iou; det: mAP …)
     return out
+
+
+TOOL_KEYS = ("tool_call_rate", "tool_success_rate", "calls_per_sample", "crops_per_sample", "accuracy_with_tool",
+             "accuracy_without_tool")
+
+
+def tool_figures(predictions: Sequence[dict]) -> dict:
+    """Tool use over predictions that carry ``tool_calls`` (each ``{"ok": bool, ...}``) and ``crops``.
+
+    ``tool_call_rate``: share of samples with at least one call; ``tool_success_rate``: share of calls that
+    succeeded; ``calls_per_sample`` and ``crops_per_sample`` (successful zooms); ``accuracy_with_tool`` /
+    ``accuracy_without_tool``: accuracy of the samples with at least one successful call / with none.
+
+    >>> figures = tool_figures([{"correct": True, "tool_calls": [{"ok": True}], "crops": [[0, 0, 9, 9]]},
+    ...                         {"correct": False, "tool_calls": [{"ok": False}, {"ok": True}], "crops": [[1, 1, 5, 5]]},
+    ...                         {"correct": True, "tool_calls": [], "crops": []}])
+    >>> figures["tool_call_rate"], figures["tool_success_rate"], figures["crops_per_sample"]
+    (0.6666666666666666, 0.6666666666666666, 0.6666666666666666)
+    >>> figures["accuracy_with_tool"], figures["accuracy_without_tool"]
+    (0.5, 1.0)
+    """
+    n = len(predictions)
+    calls = [c for p in predictions for c in p.get("tool_calls") or []]
+    zoomed = [p for p in predictions if any(c.get("ok") for c in p.get("tool_calls") or [])]
+    plain = [p for p in predictions if p not in zoomed]
+    return {
+        "tool_call_rate": sum(bool(p.get("tool_calls")) for p in predictions) / n if n else 0.0,
+        "tool_success_rate": sum(bool(c.get("ok")) for c in calls) / len(calls) if calls else 0.0,
+        "calls_per_sample": len(calls) / n if n else 0.0,
+        "crops_per_sample": sum(len(p.get("crops") or []) for p in predictions) / n if n else 0.0,
+        "accuracy_with_tool": sum(bool(p["correct"]) for p in zoomed) / len(zoomed) if zoomed else None,
+        "accuracy_without_tool": sum(bool(p["correct"]) for p in plain) / len(plain) if plain else None,
+    }
 
 
 def _group(predictions: Iterable[dict], key) -> dict[str, list[dict]]:
@@ -86,6 +121,7 @@ def compute_metrics(predictions: Sequence[dict]) -> dict:
         "format_rate": overall["format_rate"],
         "parse_failure_rate": overall["parse_failure_rate"],
         "errors": overall["errors"],
+        **{k: overall[k] for k in TOOL_KEYS if k in overall},
         "by_task": by_task,
     }
 

@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="module that registers tasks (package.module or file.py; as task_modules in training); "
                              "repeatable")
     parser.add_argument("--resume", action="store_true", help="keep finished samples of an interrupted run in --output")
+    parser.add_argument("--tools", nargs="+", metavar="TOOL",
+                        help="multi-turn with these tools, as the `tools` training key (zoom_in, module:name, "
+                             "file.py:name); reports tool-call rate, success rate and crops per sample")
+    parser.add_argument("--max-tool-calls", type=int, default=3, help="with --tools: calls per sample (default: %(default)s)")
+    parser.add_argument("--max-image-tokens", type=int, default=1024,
+                        help="with --tools: image tokens per sample, crops included (default: %(default)s)")
 
 
 def _check_sizes(args: argparse.Namespace) -> None:
@@ -58,6 +64,8 @@ def _check_sizes(args: argparse.Namespace) -> None:
     if not (math.isfinite(args.temperature) and args.temperature > 0):
         raise ValueError(f"--temperature must be a positive number, got {args.temperature}")
     check_pixel_bounds(args.min_pixels, args.max_pixels, names=("--min-pixels", "--max-pixels"))
+    if args.max_tool_calls < 1 or args.max_image_tokens < 1:
+        raise ValueError("--max-tool-calls and --max-image-tokens must be at least 1")
 
 
 def _task_templates(text: str | None) -> dict | None:
@@ -96,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
         box_frame=args.box_frame,
         task_templates=_task_templates(args.task_templates),
         resume=args.resume,
+        tools=args.tools,
+        max_tool_calls=args.max_tool_calls,
+        max_image_tokens=args.max_image_tokens,
         settings=EvalSettings(
             batch_size=args.batch_size,
             max_new_tokens=args.max_new_tokens,
@@ -112,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
         m = result["metrics"]
         print(f"{name}: {m['metric']} {m['value']:.4f}, accuracy {100 * m['accuracy']:.1f}% over {m['count']} samples, "
               f"format {100 * m['format_rate']:.1f}%")
+        if "tool_call_rate" in m:
+            print(f"{name}: tool-call rate {100 * m['tool_call_rate']:.1f}%, successful calls "
+                  f"{100 * m['tool_success_rate']:.1f}%, crops per sample {m['crops_per_sample']:.2f}")
     if results:
         print(f"results written to {args.output}")
     return 0
