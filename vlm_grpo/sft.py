@@ -48,8 +48,9 @@ def sft_dataset(rows: RowSet):
     return rows.to_hf(sft_row)
 
 
-def build_sft_trainer(args, model_args, data_args, vision_args):
-    """A ready ``SFTTrainer`` on the packed train_data (checked before the model is loaded)."""
+def build_sft_trainer(args, model_args, data_args, vision_args, reward_args=None):
+    """A ready ``SFTTrainer`` on the packed train_data (checked before the model is loaded); with ``tools``
+    (``reward_args.tools``), a trainer on tool-use traces (:mod:`vlm_grpo.tools.sft`)."""
     from trl import SFTTrainer
 
     from vlm_grpo.modeling import lora_config
@@ -57,8 +58,14 @@ def build_sft_trainer(args, model_args, data_args, vision_args):
     from vlm_grpo.train import _use_compact_progress, load_policy, prepare
 
     plan_run(args.output_dir, args.resume_from_checkpoint, overwrite_of(args))  # refused before the model loads
-    prepared = prepare(args, model_args, data_args, vision_args)
+    prepared = prepare(args, model_args, data_args, vision_args, reward_args)
     model = load_policy(model_args, vision_args)
+    if prepared.tools is not None:
+        from vlm_grpo.tools.sft import build_tool_sft_trainer
+
+        trainer = build_tool_sft_trainer(args, model, prepared)
+        _use_compact_progress(trainer)
+        return trainer, prepared
     trainer = SFTTrainer(
         model=model,
         args=args,

@@ -27,9 +27,9 @@ def run(args: argparse.Namespace) -> int:
     from vlm_grpo.sft import build_sft_trainer
     from vlm_grpo.train import run_training
 
-    sft_args, model_args, data_args, vision_args, _ = parse(SFTConfig, SFT_DEFAULTS, argv_of(args))
+    sft_args, model_args, data_args, vision_args, reward_args = parse(SFTConfig, SFT_DEFAULTS, argv_of(args))
     make_output_dir(sft_args.output_dir, "output_dir")  # one error line, before the model loads
-    trainer, _ = build_sft_trainer(sft_args, model_args, data_args, vision_args)
+    trainer, _ = build_sft_trainer(sft_args, model_args, data_args, vision_args, reward_args)
     try:
         run_training(trainer, sft_args.resume_from_checkpoint, kind="SFT")
     except DiskFullError as err:
