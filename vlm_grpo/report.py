@@ -3,7 +3,9 @@
 Images are embedded as base64 PNG thumbnails with what each task draws
 (``Task.marks``: rec's boxes, det's every box with its label, point's box and
 click) in green for the ground truth and red for the prediction (original pixels,
-scaled with the thumbnail). Buttons filter the gallery to correct or incorrect samples.
+scaled with the thumbnail); in a multi-turn eval with tools, the regions a sample
+zoomed in on are drawn in blue and shown cut from the original under the image,
+with each tool call and its outcome. Buttons filter the gallery to correct or incorrect samples.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from vlm_grpo.files import atomic_write_text
 
 GT_COLOUR = (0, 200, 0)
 PRED_COLOUR = (230, 0, 0)
+CROP_COLOUR = (0, 90, 230)  # a region the model zoomed in on (a zoom_in call that succeeded)
+CROP_THUMB = 96
 THUMB = 320  # longest side of an embedded image, px
 MAX_SAMPLES = 500  # gallery size cap; metrics always cover every sample
 
@@ -40,7 +44,7 @@ def draw_marks(image: Image.Image, marks: list[Mark], size: int = THUMB) -> Imag
     thumb = image.convert("RGB").resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
     draw = ImageDraw.Draw(thumb)
     for mark in marks:
-        colour = GT_COLOUR if mark.role == "truth" else PRED_COLOUR
+        colour = {"truth": GT_COLOUR, "crop": CROP_COLOUR}.get(mark.role, PRED_COLOUR)
         xy = [v * scale for v in mark.xy]
         if mark.kind == "point":
             x, y = xy
@@ -52,6 +56,20 @@ def draw_marks(image: Image.Image, marks: list[Mark], size: int = THUMB) -> Imag
         if mark.label:
             draw.text((xy[0] + 2, xy[1] + 1), mark.label[:40], fill=colour)
     return thumb
+
+
+def _crops_html(image: Image.Image, crops: list) -> str:
+    """The regions a sample zoomed in on, each cut from the original image, in a row under it."""
+    if not crops:
+        return ""
+    tiles = []
+    for k, box in enumerate(crops):
+        crop = image.convert("RGB").crop(tuple(int(v) for v in box))
+        scale = CROP_THUMB / max(crop.size)
+        crop = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))))
+        tiles.append(f'<figure><img src="{_data_uri(crop)}" alt="zoom {k + 1}"><figcaption>zoom {k + 1} '
+                     f'{html.escape(json.dumps(list(box)))}</figcaption></figure>')
+    return f'<div class="crops">{"".join(tiles)}</div>'
 
 
 def _is_box(value) -> bool:
@@ -72,8 +90,12 @@ def _card(prediction: dict, rows: RowSet) -> str:
         if record.images:
             task = TASKS.get(prediction["task"])
             marks = task.marks(prediction["solution"], prediction["parsed"]) if task is not None and task.marks else []
-            thumb = draw_marks(rows.image(prediction["index"]), marks)
+            image = rows.image(prediction["index"])
+            crops = [c for c in prediction.get("crops") or [] if _is_box(c)]
+            marks += [Mark("box", list(c), "crop", f"zoom {k + 1}") for k, c in enumerate(crops)]
+            thumb = draw_marks(image, marks)
             image_html = f'<img src="{_data_uri(thumb)}" alt="{html.escape(str(prediction["id"]))}">'
+            image_html += _crops_html(image, crops)
     except Exception as err:  # the report never fails on one unreadable image
         image_html = f"<p class=err>image unavailable: {html.escape(str(err))}</p>"
     score = prediction["score"]
@@ -85,6 +107,11 @@ def _card(prediction: dict, rows: RowSet) -> str:
         ("solution", json.dumps(prediction["solution"])),
         ("parsed", json.dumps(prediction["parsed"])),
     ]
+    if prediction.get("tool_calls") is not None:
+        calls = prediction["tool_calls"]
+        fields.append(("tool calls", "; ".join(
+            f"{c.get('name')}({json.dumps(c.get('arguments'))}) {'ok' if c.get('ok') else c.get('error')}"
+            for c in calls) or "none"))
     if prediction.get("error"):
         fields.append(("error", prediction["error"]))
     meta = "".join(f"<dt>{k}</dt><dd>{html.escape(str(v))}</dd>" for k, v in fields)
@@ -96,7 +123,8 @@ def _card(prediction: dict, rows: RowSet) -> str:
 
 
 _FIGURES = (("mean_iou", "mean IoU"), ("mAP", "mAP@[.5:.95]"), ("AP50", "AP50"), ("AP75", "AP75"),
-            ("recall", "recall"), ("mean_det_f1", "mean det F1"))
+            ("recall", "recall"), ("mean_det_f1", "mean det F1"), ("tool_call_rate", "tool-call rate"),
+            ("tool_success_rate", "successful calls"), ("crops_per_sample", "crops per sample"))
 
 
 def _metrics_table(metrics: dict) -> str:
@@ -124,6 +152,7 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 .card.ok{border-color:#3a3}.card.bad{border-color:#c33}.card img{max-width:320px;display:block}
 dt{font-weight:bold;float:left;clear:left;margin-right:.5em}dd{margin:0}pre{white-space:pre-wrap;font-size:12px}
 .legend span{padding:0 6px;margin-right:8px}.err{color:#c33}
+.crops{display:flex;gap:6px;flex-wrap:wrap}.crops figure{margin:4px 0}.crops figcaption{font-size:11px}
 """
 
 SCRIPT = """
@@ -146,7 +175,8 @@ def render_report(result: dict, predictions: list[dict], rows: RowSet) -> str:
         f"<p><b>{html.escape(metrics['metric'])}: {metrics['value']:.4f}</b> over {metrics['count']} samples</p>"
         f"{_metrics_table(metrics)}"
         f"<p class=legend><span style='border:2px solid rgb{GT_COLOUR}'>ground truth</span>"
-        f"<span style='border:2px solid rgb{PRED_COLOUR}'>prediction</span> {shown}</p>"
+        f"<span style='border:2px solid rgb{PRED_COLOUR}'>prediction</span>"
+        f"<span style='border:2px solid rgb{CROP_COLOUR}'>zoomed in (crops under the image)</span> {shown}</p>"
         f"<p><button onclick=\"show('all')\">all</button> <button onclick=\"show('bad')\">incorrect</button> "
         f"<button onclick=\"show('ok')\">correct</button></p>"
         f"<div class=gallery>{cards}</div></body></html>"

@@ -123,9 +123,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-seed", type=int, default=DATA_SEED,
                         help="prep seed (default: %(default)s, the shipped policy's pre-training data, whose val split "
                              "it never trained on)")
-    parser.add_argument("--task", choices=sorted(DEMO_TASKS), default="rec",
+    parser.add_argument("--task", choices=sorted([*DEMO_TASKS, "zoom"]), default="rec",
                         help="rec (default: the task the shipped policy was pre-trained on), det (several boxes, "
-                             "COCO mAP) or point (a click in the box), all on synthetic shapes")
+                             "COCO mAP), point (a click in the box), all on synthetic shapes, or zoom (multi-turn "
+                             "with the zoom_in tool: vlm_grpo.commands.demo_zoom)")
     parser.add_argument("--quick", action="store_true", help="a reduced run (under 2 minutes), used by the tests")
     parser.add_argument("--policy", type=Path, default=SHIPPED_POLICY,
                         help="starting checkpoint (default: the shipped pre-trained policy, %(default)s)")
@@ -180,6 +181,10 @@ def run(args: argparse.Namespace) -> int:
     if not (args.policy / "config.json").is_file():
         raise SystemExit(f"vlm-grpo demo: no checkpoint in {args.policy} (config.json missing); "
                          "regenerate it with `vlm-grpo demo --make-policy` or pass --policy DIR")
+    if args.task == "zoom":
+        from vlm_grpo.commands.demo_zoom import run_zoom
+
+        return run_zoom(args, out, _Stages())
     plan = QUICK if args.quick else FULL
     stages = _Stages()
     policy, data, grpo = out / "policy", out / "data", out / "grpo"

@@ -173,14 +173,11 @@ class ZoomEnvironment:
         return None
 
     def zoom_in(self, bbox_2d: list[float], label: str | None = None) -> list:
-        """Zoom in on a region of the image to see it at full resolution.
+        """Zoom in on a region of the image, to see it at full resolution.
 
         Args:
-            bbox_2d: The region to look at, [x1, y1, x2, y2], in the same coordinates as a box answer.
-            label: What you expect to find there (optional).
-
-        Returns:
-            The region of the original image, as a new image.
+            bbox_2d: The region [x1, y1, x2, y2], in the coordinates of a box answer.
+            label: What is there (optional).
         """
         call = ZoomCall(bbox_2d=bbox_2d, label=label)
         self.calls.append(call)
