@@ -34,7 +34,8 @@ def _as_record(item):
 def test_samples_are_valid_records(task):
     for item in generate(task, 30, seed=1):
         validate_record(_as_record(item), where=item.origin)
-        assert item.images[0].mode == "RGB" and item.images[0].size == (112, 112)
+        side = 112 * (4 if task == "zoom" else 1)  # zoom: drawn at 112 px, enlarged zoom_scale (4) times
+        assert item.images[0].mode == "RGB" and item.images[0].size == (side, side)
 
 
 def _check_rec(item, config):

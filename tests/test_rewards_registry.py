@@ -13,7 +13,7 @@ from rewards import RewardError, RewardLoadError, guard, load, register
 from rewards.registry import _REGISTRY
 
 BUILT_INS = ["accuracy", "count", "det_ap", "det_f1", "det_odlength", "exact_match", "format", "format_box", "iou",
-             "length", "math", "mcq", "point_in_box", "rec_acc", "repetition"]
+             "length", "math", "mcq", "point_in_box", "rec_acc", "repetition", "tool_bonus"]
 
 
 def test_names_and_get():

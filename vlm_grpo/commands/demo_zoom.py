@@ -40,7 +40,7 @@ class ZoomPlan:
     prompts_per_step: int
 
 
-FULL = ZoomPlan(train_records=2000, val_records=64, sft_steps=120, grpo_steps=30, num_generations=4,
+FULL = ZoomPlan(train_records=2000, val_records=64, sft_steps=600, grpo_steps=40, num_generations=4,
                 prompts_per_step=2)
 QUICK = ZoomPlan(train_records=16, val_records=4, sft_steps=2, grpo_steps=2, num_generations=2, prompts_per_step=2)
 
@@ -48,7 +48,7 @@ MAX_PIXELS = str(112 * 112)  # the policy's view: the 448 px image at a quarter 
 SYNTHETIC = ["--image-size", "112", "--grid", "28", "--num-shapes", "1", "--size-range", "12-24", "--background",
              "tiles", "--zoom-scale", "4"]
 TOOLS = ["--tools", "zoom_in", "--max_tool_calls", "2"]
-SFT = ["--learning_rate", "5e-4", "--per_device_train_batch_size", "8", "--lr_scheduler_type", "cosine"]
+SFT = ["--learning_rate", "1e-3", "--per_device_train_batch_size", "8", "--lr_scheduler_type", "cosine"]
 # loss_type dapo and the learning rate as the rec demo; the completion budget holds a call, its crop's
 # tokens and the answer
 GRPO = ["--learning_rate", "5e-5", "--temperature", "1.0", "--beta", "0.04", "--max_completion_length", "192",
