@@ -78,13 +78,19 @@ def judge_row(row: dict, completion: str, index: int, error: str | None = None) 
     }
 
 
-def _generate_batch(model, processor, batch: list[dict], settings: EvalSettings, toolset=None) -> list:
-    if toolset is not None:  # multi-turn, the same tools and limits as training (vlm_grpo.tools.rollout)
-        from vlm_grpo.tools.rollout import generate_with_tools
+def _generate_any(model, processor, batch: list[dict], settings: EvalSettings, toolset=None) -> list:
+    """Completion texts, or with a ``toolset`` multi-turn rollouts with the same tools and limits as training
+    (:mod:`vlm_grpo.tools.rollout`)."""
+    if toolset is None:
+        return _generate_batch(model, processor, batch, settings)
+    from vlm_grpo.tools.rollout import generate_with_tools
 
-        return generate_with_tools(model, processor, batch, toolset, max_new_tokens=settings.max_new_tokens,
-                                   do_sample=settings.do_sample, temperature=settings.temperature,
-                                   seed=settings.seed if settings.do_sample else None)
+    return generate_with_tools(model, processor, batch, toolset, max_new_tokens=settings.max_new_tokens,
+                               do_sample=settings.do_sample, temperature=settings.temperature,
+                               seed=settings.seed if settings.do_sample else None)
+
+
+def _generate_batch(model, processor, batch: list[dict], settings: EvalSettings) -> list[str]:
     out = generate(
         model,
         processor,
@@ -144,13 +150,13 @@ def _predict_chunk(model, processor, rows: RowSet, chunk: list[int], settings: E
             row = rows.row(i, with_images=False)
             made.append(judge_row(row, "", i, error=f"{type(err).__name__}: {err}"))
     try:
-        texts = _generate_batch(model, processor, [row for _, row in batch], settings, toolset)
+        texts = _generate_any(model, processor, [row for _, row in batch], settings, toolset)
     except Exception as err:  # retry one by one so one bad sample does not sink the batch
         logger.warning("batch generation failed (%s); retrying its %d samples one at a time", err, len(batch))
         texts = []
         for i, row in batch:
             try:
-                texts.append(_generate_batch(model, processor, [row], settings, toolset)[0])
+                texts.append(_generate_any(model, processor, [row], settings, toolset)[0])
             except Exception as single:
                 texts.append(None)
                 made.append(judge_row(row, "", i, error=f"{type(single).__name__}: {single}"))
