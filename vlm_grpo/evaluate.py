@@ -220,7 +220,7 @@ class EvalCallback(TrainerCallback):
     """
 
     def __init__(self, eval_rows: list[RowSet], processor, max_samples: int | None = None, settings=None,
-                 by_epoch: bool = False) -> None:
+                 by_epoch: bool = False, toolset=None) -> None:
         self.eval_rows = eval_rows
         self.by_epoch = by_epoch
         self.names = unique_names([rows.datasets[0].path for rows in eval_rows])
@@ -229,6 +229,7 @@ class EvalCallback(TrainerCallback):
         self.settings = settings or EvalSettings(batch_size=8, max_new_tokens=128)
         self.trainer = None  # set by the training code after the trainer exists
         self.history: list[dict] = []
+        self.toolset = toolset  # a run with tools evaluates multi-turn with the same tools and limits
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         steps = args.eval_steps or args.logging_steps
@@ -257,10 +258,12 @@ class EvalCallback(TrainerCallback):
         for rows, name in zip(self.eval_rows, self.names):
             count = len(rows) if self.max_samples is None else min(len(rows), self.max_samples)
             mine = list(range(count))[accelerator.process_index :: accelerator.num_processes]
-            preds = evaluate_rows(unwrapped, self.processor, rows, mine, self.settings, progress=False)
+            preds = evaluate_rows(unwrapped, self.processor, rows, mine, self.settings, progress=False,
+                                  toolset=self.toolset)
             metrics = compute_metrics(sorted(gather_object(preds), key=lambda p: p["index"]))
-            for key in ("accuracy", "format_rate", "parse_failure_rate"):
-                logs[f"eval_{name}/{key}"] = metrics[key]
+            for key in ("accuracy", "format_rate", "parse_failure_rate", "tool_call_rate", "crops_per_sample"):
+                if key in metrics:
+                    logs[f"eval_{name}/{key}"] = metrics[key]
             if metrics["metric"] != "accuracy":  # the task's headline (rec: mean_iou, det: mAP)
                 logs[f"eval_{name}/{metrics['metric']}"] = metrics["value"]
             self.history.append({"step": self.trainer.state.global_step, "data": name, "metrics": metrics})

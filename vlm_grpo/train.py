@@ -203,7 +203,7 @@ def _add_eval_callback(trainer, prepared: Prepared, data_args: DataArguments, by
     from vlm_grpo.evaluate import EvalCallback
 
     callback = EvalCallback(prepared.eval_rows, prepared.processor, max_samples=data_args.eval_max_samples,
-                            by_epoch=by_epoch)
+                            by_epoch=by_epoch, toolset=prepared.tools)
     callback.trainer = trainer
     trainer.add_callback(callback)
 

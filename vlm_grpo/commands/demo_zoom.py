@@ -40,7 +40,7 @@ class ZoomPlan:
     prompts_per_step: int
 
 
-FULL = ZoomPlan(train_records=2000, val_records=64, sft_steps=600, grpo_steps=40, num_generations=4,
+FULL = ZoomPlan(train_records=2000, val_records=64, sft_steps=400, grpo_steps=40, num_generations=4,
                 prompts_per_step=2)
 QUICK = ZoomPlan(train_records=16, val_records=4, sft_steps=2, grpo_steps=2, num_generations=2, prompts_per_step=2)
 
@@ -51,9 +51,10 @@ TOOLS = ["--tools", "zoom_in", "--max_tool_calls", "2"]
 SFT = ["--learning_rate", "1e-3", "--per_device_train_batch_size", "8", "--lr_scheduler_type", "cosine"]
 # loss_type dapo and the learning rate as the rec demo; the completion budget holds a call, its crop's
 # tokens and the answer
-GRPO = ["--learning_rate", "5e-5", "--temperature", "1.0", "--beta", "0.04", "--max_completion_length", "192",
+GRPO = ["--learning_rate", "5e-5", "--temperature", "1.0", "--beta", "0.04", "--max_completion_length", "256",
         "--loss_type", "dapo", "--reward_funcs", "format", "accuracy", "tool_bonus"]
-EVAL = ["--batch-size", "16", "--max-new-tokens", "64", "--max-pixels", MAX_PIXELS]
+# a zoom_in call is about 70 tokens of the tiny tokenizer: a turn has room for it
+EVAL = ["--batch-size", "16", "--max-new-tokens", "96", "--max-pixels", MAX_PIXELS]
 FIGURES = (("tool-call rate", "with_tool", "tool_call_rate"), ("successful calls", "with_tool", "tool_success_rate"),
            ("crops per sample", "with_tool", "crops_per_sample"), ("accuracy with the tool", "with_tool", "accuracy"),
            ("accuracy without the tool", "without_tool", "accuracy"), ("format rate (with the tool)", "with_tool",
