@@ -64,7 +64,6 @@ class ScriptedGenerate:
         return torch.cat([input_ids, completion.to(input_ids.device)], 1)
 
 
-@pytest.mark.slow
 def test_zoom_rollouts_through_trl(tiny_dir, zoom_one, tmp_path):
     from trl import GRPOConfig
 
@@ -78,7 +77,7 @@ def test_zoom_rollouts_through_trl(tiny_dir, zoom_one, tmp_path):
     model_box = [round(v * 112 / 448) for v in box]  # in the frame of the 112 px image the policy sees
     out = tmp_path / "run"
     argv = [*BASE, "--model_name_or_path", str(tiny_dir), "--train_data", str(zoom_one),
-            "--output_dir", str(out), "--max_steps", "2", "--max_pixels", str(112 * 112)]
+            "--output_dir", str(out), "--max_steps", "1", "--max_pixels", str(112 * 112)]
     trainer, prepared = build_grpo_trainer(*parse(GRPOConfig, GRPO_DEFAULTS, argv))
     assert prepared.rows.model_image_sizes[0] == [[112, 112]]
     final = f"<think>zoomed</think><answer>{answer}</answer>"
