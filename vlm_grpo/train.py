@@ -150,7 +150,8 @@ def build_grpo_trainer(args, model_args, data_args, vision_args, reward_args):
     check_engine(trainer.accelerator, trainer.model)  # before training: sharding asked for is sharding got
     prepared.engine = engine_record(trainer.accelerator)
     prepared.speed_features = enable_speed_features(
-        trainer, group_image_cache=vision_args.group_image_cache, group_shared_prompt=vision_args.group_shared_prompt
+        trainer, group_image_cache=vision_args.group_image_cache, group_shared_prompt=vision_args.group_shared_prompt,
+        decode_cache=vision_args.decode_cache,
     )
     _use_compact_progress(trainer)
     _add_eval_callback(trainer, prepared, data_args, eval_by_epoch)
