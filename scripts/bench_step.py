@@ -121,6 +121,7 @@ from vlm_grpo.speed import (  # noqa: E402
     enable_shared_prompt,
     shared_prompt_stats,
 )
+from vlm_grpo.speed.decode_cache import decode_cache_stats, disable_decode_cache, enable_decode_cache  # noqa: E402
 from vlm_grpo.speed.flops import TextShape, VisionShape, text_flops, vision_flops, vision_text_ratio  # noqa: E402
 from vlm_grpo.tiny import TinySpec  # noqa: E402
 
@@ -172,36 +173,60 @@ class Feature:
     image_grid: int  # scaled shape's image tokens per side (x pixels per token: the image side; tiny keeps 112 px)
     completion_tokens: int
     settings: tuple[bool, ...]  # vision frozen?
+    prompts_per_step: int = 1
+    completions: tuple[str, ...] = ("forced",)  # forced: every completion max length; sampled: EOS allowed
+    baseline: str = "plain"  # what runs in both modes
 
 
 FEATURES = {
     "image_cache": Feature("image_cache", SCALED_GRID, SCALED_COMPLETION, (False, True)),
-    "shared_prompt": Feature("shared_prompt", 31, 256, (False, True)),  # 31^2 = 961 image tokens (868 px at 28 px)
+    # 31^2 = 961 image tokens (868 px at 28 px)
+    "shared_prompt": Feature("shared_prompt", 31, 256, (False, True), baseline="image cache on in both modes"),
+    "decode_cache": Feature("decode_cache", 31, 256, (False,), baseline="image cache and shared prompt on in both"),
+    # everything on against everything off (plain TRL): what a user compares
+    "all": Feature("all", 31, 256, (False, True), prompts_per_step=2, completions=("forced", "sampled")),
 }
+SPEED_FEATURES = ("image_cache", "shared_prompt", "decode_cache")
+# "sampled": EOS made e^1.5 = 4.5x as likely as the random model makes it, so completions end anywhere in 0..256
+# (about a quarter run to the limit), as a policy's do; the same seed in both modes of a pair
+EOS_BIAS = 1.5
 
 
 def switch_feature(feature: str, on: bool, targets) -> None:
-    """Turn ``feature`` on or off on (model, processor) pairs; the shared prompt runs with the image cache on."""
+    """Turn ``feature`` on or off on (model, processor) pairs; ``all`` switches every feature, the others keep
+    the features before them in :data:`SPEED_FEATURES` on (their baseline)."""
+    wanted = SPEED_FEATURES if feature == "all" else SPEED_FEATURES[: SPEED_FEATURES.index(feature) + 1]
     for model, processor in targets:
         if model is None:
             continue
-        if feature == "image_cache":
-            (enable_group_image_cache if on else disable_group_image_cache)(model, processor)
-        else:
-            enable_group_image_cache(model, processor)
-            (enable_shared_prompt if on else disable_shared_prompt)(model)
+        for name in wanted:
+            state = on if feature in ("all", name) else True
+            if name == "image_cache":
+                (enable_group_image_cache if state else disable_group_image_cache)(model, processor)
+            elif name == "shared_prompt":
+                (enable_shared_prompt if state else disable_shared_prompt)(model)
+            elif processor is not None:  # the decode cache: only the policy generates
+                (enable_decode_cache if state else disable_decode_cache)(model)
 
 
 def feature_counts(feature: str, model) -> tuple[int, int]:
-    """(requested, computed) since the step began: images (image cache) or language-model tokens (shared prompt)."""
+    """(requested, computed) since the step began: images (image cache), language-model tokens (shared prompt,
+    all), or generation caches (decode cache: generate calls, buffered ones)."""
     if feature == "image_cache":
         stats = cache_stats(model)
         return stats.requested, stats.encoded
+    if feature == "decode_cache":
+        return 1, decode_cache_stats(model).calls
     stats = shared_prompt_stats(model)
     return stats.requested_tokens, stats.computed_tokens
 
 
 def reset_counts(feature: str, model) -> None:
+    if feature == "decode_cache":
+        stats = decode_cache_stats(model)
+        if stats is not None:
+            stats.calls = 0
+        return
     stats = cache_stats(model) if feature == "image_cache" else shared_prompt_stats(model)
     if stats is not None:
         stats.reset()
@@ -224,23 +249,31 @@ class Result:
     feature: str
     shape: str
     setting: str
-    off: list[float]
-    on: list[float]
-    off_generation: list[float]
-    on_generation: list[float]
-    off_peak: int | None
-    on_peak: int | None
-    requested: int
-    encoded: int
+    completions: str
+    prompts_per_step: int
+    off: list[float] = dataclasses.field(default_factory=list)
+    on: list[float] = dataclasses.field(default_factory=list)
+    off_generation: list[float] = dataclasses.field(default_factory=list)
+    on_generation: list[float] = dataclasses.field(default_factory=list)
+    off_completion_tokens: list[float] = dataclasses.field(default_factory=list)  # mean per row, per step
+    on_completion_tokens: list[float] = dataclasses.field(default_factory=list)
+    off_peak: int | None = None
+    on_peak: int | None = None
+    requested: int = 0
+    encoded: int = 0
 
     def row(self) -> dict:
         median = statistics.median
         mib = lambda peak: None if peak is None else round(peak / 2**20, 1)  # noqa: E731
-        counted = "vision_images" if self.feature == "image_cache" else "lm_tokens"
+        counted = {"image_cache": "vision_images", "decode_cache": "generation_caches"}.get(self.feature, "lm_tokens")
+        outside = {mode: median(t - g for t, g in zip(getattr(self, mode), getattr(self, f"{mode}_generation")))
+                   for mode in ("off", "on")}
         return {
             "feature": self.feature,
             "shape": self.shape,
             "setting": self.setting,
+            "completions": self.completions,
+            "prompts_per_step": self.prompts_per_step,
             "steps_each": len(self.on),
             "off_median_s": round(median(self.off), 3),
             "on_median_s": round(median(self.on), 3),
@@ -251,9 +284,10 @@ class Result:
             # log-prob pass, the training forward and backward, the optimizer step)
             "off_generation_median_s": round(median(self.off_generation), 3),
             "on_generation_median_s": round(median(self.on_generation), 3),
-            "speedup_outside_generation": round(
-                median(t - g for t, g in zip(self.off, self.off_generation))
-                / median(t - g for t, g in zip(self.on, self.on_generation)), 3),
+            "speedup_generation": round(median(self.off_generation) / median(self.on_generation), 3),
+            "speedup_outside_generation": round(outside["off"] / outside["on"], 3),
+            "off_mean_completion_tokens": round(statistics.mean(self.off_completion_tokens), 1),
+            "on_mean_completion_tokens": round(statistics.mean(self.on_completion_tokens), 1),
             "off_peak_mib": mib(self.off_peak),
             "on_peak_mib": mib(self.on_peak),
             f"{counted}_requested": self.requested,
@@ -364,32 +398,50 @@ def _variety(completions, **columns):
 
 
 class GenerationTimer:
-    """Seconds spent in the model's ``generate`` (TRL calls it on the unwrapped model), summed until reset."""
+    """Seconds spent in the model's ``generate`` (TRL calls it on the unwrapped model) and the mean completion
+    length (tokens up to and including the first EOS), summed until reset."""
 
     def __init__(self, model) -> None:
-        self.seconds = 0.0
+        self.seconds, self.tokens, self.rows = 0.0, 0, 0
         self._generate = model.generate
+        eos = model.generation_config.eos_token_id
+        self.eos = torch.tensor(eos if isinstance(eos, list) else [eos])
         model.generate = self
+
+    def reset(self) -> None:
+        self.seconds, self.tokens, self.rows = 0.0, 0, 0
 
     def __call__(self, *args, **kwargs):
         start = time.perf_counter()
         try:
-            return self._generate(*args, **kwargs)
+            out = self._generate(*args, **kwargs)
+            if out.is_cuda:
+                torch.cuda.synchronize()
         finally:
             self.seconds += time.perf_counter() - start
+        completion = out[:, kwargs["input_ids"].shape[1]:]
+        ended = torch.isin(completion, self.eos)
+        lengths = torch.where(ended.any(1), ended.int().argmax(1) + 1, completion.shape[1])
+        self.tokens += int(lengths.sum())
+        self.rows += completion.shape[0]
+        return out
+
+    @property
+    def mean_tokens(self) -> float:
+        return self.tokens / max(self.rows, 1)
 
 
-def schedule(warmup: int, pairs: int) -> list[str]:
-    """Uncounted warm-up steps, timed steps off,on,on,off,... (ABBA: linear drift cancels), one profiled step each."""
-    warm = [("warm-off", "warm-on")[i % 2] for i in range(warmup)]
-    timed = [("off", "on") if p % 2 == 0 else ("on", "off") for p in range(pairs)]
-    return warm + [mode for pair in timed for mode in pair] + ["memory-off", "memory-on"]
+def schedule(warmup: int, pairs: int) -> list[tuple[str, int]]:
+    """Uncounted warm-up steps, timed steps off,on,on,off,... (ABBA: linear drift cancels), one profiled step each;
+    each with its sampling seed (the two modes of a pair sample with the same seed)."""
+    warm = [(("warm-off", "warm-on")[i % 2], i) for i in range(warmup)]
+    timed = [pair for p in range(pairs)
+             for pair in ((("off", 100 + p), ("on", 100 + p)) if p % 2 == 0 else (("on", 100 + p), ("off", 100 + p)))]
+    return warm + timed + [("memory-off", 999), ("memory-on", 999)]
 
 
-def run_setting(feature: str, shape: Shape, frozen: bool, args) -> Result:
-    from transformers import TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
-
+def run_setting(feature: Feature, shape: Shape, frozen: bool, completions: str, args) -> Result:
+    """Load the shape's saved model and data and time ``feature`` on them (CPU, fp32)."""
     from vlm_grpo.data import build_rows
     from vlm_grpo.modeling import freeze_vision, load_model, load_processor
 
@@ -397,90 +449,137 @@ def run_setting(feature: str, shape: Shape, frozen: bool, args) -> Result:
     if frozen:
         freeze_vision(model)
     rows = build_rows([str(shape.data_dir)], processor, box_frame="model_pixels", seed=0)
+    result = Result(feature.name, shape.name, "vision_frozen" if frozen else "vision_trainable", completions,
+                    feature.prompts_per_step)
+    timed_run(feature, model, processor, rows, result, completions=completions,
+              completion_tokens=shape.completion_tokens, output_dir=shape.model_dir.parent / "out", args=args)
+    return result
+
+
+def timed_run(feature: Feature, model, processor, rows, result: Result, *, completions: str, completion_tokens: int,
+              output_dir: Path, args, cuda: bool = False, on_trainer=None) -> None:
+    """TRL's ``GRPOTrainer`` on ``rows``, ``feature`` switched between steps as :func:`schedule` says; the step
+    times, generation times, completion lengths and one profiled step's peak memory per mode go to ``result``.
+
+    ``cuda``: bf16 on the GPU, peak memory from ``torch.cuda.max_memory_allocated``; ``on_trainer(trainer)`` runs
+    once before training (the GPU check probes the features there)."""
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
     modes = schedule(args.warmup, args.pairs)
+    if completions == "forced":
+        generation = {"min_new_tokens": completion_tokens}
+    else:
+        eos = model.generation_config.eos_token_id
+        generation = {"sequence_bias": {(e,): EOS_BIAS for e in (eos if isinstance(eos, list) else [eos])}}
     config = GRPOConfig(
-        output_dir=str(shape.model_dir.parent / "out"), per_device_train_batch_size=args.num_generations,
-        num_generations=args.num_generations, max_completion_length=shape.completion_tokens,
-        generation_kwargs={"min_new_tokens": shape.completion_tokens}, max_steps=len(modes), learning_rate=1e-6,
-        beta=0.04, use_cpu=True, bf16=False, report_to="none", save_strategy="no", logging_steps=10_000,
+        output_dir=str(output_dir),
+        per_device_train_batch_size=args.num_generations * feature.prompts_per_step,
+        num_generations=args.num_generations, max_completion_length=completion_tokens,
+        generation_kwargs=generation, max_steps=len(modes), learning_rate=1e-6,
+        beta=0.04, use_cpu=not cuda, bf16=cuda, report_to="none", save_strategy="no", logging_steps=10_000,
         dataloader_num_workers=0, seed=0, disable_tqdm=True,
     )
     trainer = GRPOTrainer(model=model, reward_funcs=[_variety], args=config, train_dataset=rows.to_hf(),
                           processing_class=processor)
-    result = Result(feature, shape.name, "vision_frozen" if frozen else "vision_trainable", [], [], [], [], None, None,
-                    0, 0)
-    generation = GenerationTimer(trainer.model)
+    if on_trainer is not None:
+        on_trainer(trainer)
+    timer = GenerationTimer(trainer.model)
     targets = [(trainer.model, trainer.processing_class), (trainer.ref_model, None)]
 
     class Switch(TrainerCallback):
         def on_step_begin(self, _args, state, control, **kwargs):
-            self.mode = modes[state.global_step]
-            switch_feature(feature, self.mode.endswith("on"), targets)
-            reset_counts(feature, trainer.model)
-            generation.seconds = 0.0
+            self.mode, seed = modes[state.global_step]
+            switch_feature(feature.name, self.mode.endswith("on"), targets)
+            reset_counts(feature.name, trainer.model)
+            timer.reset()
+            torch.manual_seed(seed)
             self.profiler = None
             if self.mode.startswith("memory"):
-                cpu = [torch.profiler.ProfilerActivity.CPU]
-                self.profiler = torch.profiler.profile(activities=cpu, profile_memory=True)
-                self.profiler.__enter__()
+                if cuda:
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+                    self.live = torch.cuda.memory_allocated()
+                else:
+                    cpu = [torch.profiler.ProfilerActivity.CPU]
+                    self.profiler = torch.profiler.profile(activities=cpu, profile_memory=True)
+                    self.profiler.__enter__()
             self.start = time.perf_counter()
 
         def on_step_end(self, _args, state, control, **kwargs):
+            if cuda:
+                torch.cuda.synchronize()
             elapsed = time.perf_counter() - self.start
-            if self.profiler is not None:
-                self.profiler.__exit__(None, None, None)
-                setattr(result, f"{self.mode.removeprefix('memory-')}_peak", peak_tensor_bytes(self.profiler))
+            if self.mode.startswith("memory"):
+                if cuda:
+                    peak = torch.cuda.max_memory_allocated() - self.live
+                else:
+                    self.profiler.__exit__(None, None, None)
+                    peak = peak_tensor_bytes(self.profiler)
+                setattr(result, f"{self.mode.removeprefix('memory-')}_peak", peak)
                 return
             if self.mode.startswith("warm"):
                 return
             getattr(result, self.mode).append(elapsed)
-            getattr(result, f"{self.mode}_generation").append(generation.seconds)
+            getattr(result, f"{self.mode}_generation").append(timer.seconds)
+            getattr(result, f"{self.mode}_completion_tokens").append(timer.mean_tokens)
             if self.mode == "on":
-                requested, computed = feature_counts(feature, trainer.model)
+                requested, computed = feature_counts(feature.name, trainer.model)
                 result.requested += requested
                 result.encoded += computed
-            step = f"step {state.global_step:>2} {self.mode:<3} {elapsed:6.2f}s"
-            print(f"  {feature:<13} {shape.name:<6} {result.setting:<16} {step}", file=sys.stderr, flush=True)
+            step = f"step {state.global_step:>2} {self.mode:<3} {elapsed:6.2f}s (generate {timer.seconds:5.2f}s)"
+            print(f"  {feature.name:<13} {result.shape:<6} {result.setting:<16} {completions:<7} {step}",
+                  file=sys.stderr, flush=True)
 
     trainer.add_callback(Switch())
     trainer.train()
-    return result
 
 
 def print_table(rows: list[dict]) -> None:
-    header = (f"{'feature':<13} {'shape':<7} {'setting':<17} {'steps':>5} {'off s':>7} {'on s':>7} {'speedup':>8} "
-              f"{'fastest':>8} {'w/o gen':>8} {'off MiB':>8} {'on MiB':>8} {'computed/requested':>22}")
+    header = (f"{'feature':<13} {'shape':<7} {'setting':<17} {'completions':<11} {'steps':>5} {'off s':>7} "
+              f"{'on s':>7} {'speedup':>8} {'fastest':>8} {'w/o gen':>8} {'gen':>7} {'off gen s':>9} "
+              f"{'on gen s':>8} {'tokens':>7} {'off MiB':>8} {'on MiB':>8} {'computed/requested':>26}")
     print(header)
     print("-" * len(header))
     for r in rows:
-        unit = "images" if r["feature"] == "image_cache" else "tokens"
-        requested = r.get("vision_images_requested", r.get("lm_tokens_requested"))
-        computed = r.get("vision_images_encoded", r.get("lm_tokens_computed"))
-        print(f"{r['feature']:<13} {r['shape']:<7} {r['setting']:<17} {r['steps_each']:>5} {r['off_median_s']:>7.2f} "
-              f"{r['on_median_s']:>7.2f} {r['speedup']:>7.2f}x {r['speedup_of_fastest']:>7.2f}x "
-              f"{r['speedup_outside_generation']:>7.2f}x "
+        unit, requested, computed = next(
+            (unit, r[f"{key}_requested"], r[f"{key}_{done}"]) for key, done, unit in (
+                ("vision_images", "encoded", "images"), ("lm_tokens", "computed", "tokens"),
+                ("generation_caches", "computed", "caches buffered")) if f"{key}_requested" in r)
+        print(f"{r['feature']:<13} {r['shape']:<7} {r['setting']:<17} {r['completions']:<11} {r['steps_each']:>5} "
+              f"{r['off_median_s']:>7.2f} {r['on_median_s']:>7.2f} {r['speedup']:>7.2f}x "
+              f"{r['speedup_of_fastest']:>7.2f}x {r['speedup_outside_generation']:>7.2f}x "
+              f"{r['speedup_generation']:>6.2f}x {r['off_generation_median_s']:>9.2f} "
+              f"{r['on_generation_median_s']:>8.2f} {r['on_mean_completion_tokens']:>7.1f} "
               f"{r['off_peak_mib'] or float('nan'):>8.1f} {r['on_peak_mib'] or float('nan'):>8.1f} "
-              f"{f'{computed}/{requested} {unit}':>22}")
+              f"{f'{computed}/{requested} {unit}':>26}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--feature", choices=(*FEATURES, "all"), default="all",
-                        help="which speed feature to switch on and off (default: all)")
-    parser.add_argument("--quick", action="store_true", help="scaled shape only, fewer steps")
-    parser.add_argument("--pairs", type=int, default=None, help="timed off/on pairs per setting (default 12; quick 8)")
-    parser.add_argument("--warmup", type=int, default=None, help="uncounted steps per setting (default 2)")
+    parser.add_argument("--feature", choices=(*FEATURES, "each"), default="all",
+                        help="all: every speed feature on against plain TRL (default); one feature against its "
+                        "baseline; each: every feature in turn")
+    parser.add_argument("--quick", action="store_true", help="scaled shape only, fewer steps, vision trainable")
+    parser.add_argument("--pairs", type=int, default=None, help="timed off/on pairs per setting (default 12; quick 4)")
+    parser.add_argument("--warmup", type=int, default=None, help="uncounted steps per setting (default 2; quick 1)")
     parser.add_argument("--num-generations", type=int, default=8)
-    parser.add_argument("--shapes", nargs="+", choices=("tiny", "scaled"), default=None)
+    parser.add_argument("--shapes", nargs="+", choices=("tiny", "scaled"), default=None,
+                        help="default: tiny and scaled for the image cache, scaled for the others")
+    parser.add_argument("--completions", nargs="+", choices=("forced", "sampled"), default=None,
+                        help="completion settings (default: the feature's; all: both)")
+    parser.add_argument("--completion-tokens", type=int, default=None,
+                        help="max_completion_length (default: the feature's workload, 32 or 256)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--family", choices=("qwen2_5_vl", "qwen3_vl"), default="qwen2_5_vl",
                         help="model family of the tiny and scaled models (default: %(default)s)")
     parser.add_argument("--settings", nargs="+", choices=("trainable", "frozen"), default=None,
-                        help="vision-tower settings to run (default: both)")
+                        help="vision-tower settings to run (default: the feature's; quick: trainable)")
     args = parser.parse_args(argv)
-    args.pairs = args.pairs or (8 if args.quick else 12)
-    args.warmup = args.warmup if args.warmup is not None else 2
-    shapes = args.shapes or (["scaled"] if args.quick else ["tiny", "scaled"])
+    args.pairs = args.pairs or (4 if args.quick else 12)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    if args.quick and args.settings is None:
+        args.settings = ["trainable"]
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -493,20 +592,24 @@ def main(argv: list[str] | None = None) -> int:
     wanted = {"trainable": False, "frozen": True}
     settings = None if args.settings is None else {wanted[s] for s in args.settings}
     workdir = Path(tempfile.mkdtemp(prefix="bench_step_"))
-    features = list(FEATURES) if args.feature == "all" else [args.feature]
+    features = list(SPEED_FEATURES) if args.feature == "each" else [args.feature]
     results, built = [], []
     try:
-        for feature in features:
-            names = shapes if feature == "image_cache" else ["scaled"]
-            for name in names:
-                shape = build_shape(name, workdir, FEATURES[feature], target, args.family)
-                built.append((feature, shape))
-                print(f"{feature} {name}: vision/LM FLOPs ratio {shape.ratio:.3f} ({reference.model}: {target:.3f}); "
-                      f"{shape.image_tokens} image + {shape.text_tokens} text + {shape.completion_tokens} "
-                      "completion tokens", file=sys.stderr)
-                for frozen in [f for f in FEATURES[feature].settings if settings is None or f in settings]:
-                    with contextlib.redirect_stdout(sys.stderr):
-                        results.append(run_setting(feature, shape, frozen, args))
+        for name in features:
+            feature = FEATURES[name]
+            if args.completion_tokens:
+                feature = dataclasses.replace(feature, completion_tokens=args.completion_tokens)
+            shapes = args.shapes or (["scaled"] if args.quick or name != "image_cache" else ["tiny", "scaled"])
+            for shape_name in shapes:
+                shape = build_shape(shape_name, workdir, feature, target, args.family)
+                built.append((name, shape))
+                print(f"{name} {shape_name}: vision/LM FLOPs ratio {shape.ratio:.3f} ({reference.model}: "
+                      f"{target:.3f}); {shape.image_tokens} image + {shape.text_tokens} text + "
+                      f"{shape.completion_tokens} completion tokens", file=sys.stderr)
+                for frozen in [f for f in feature.settings if settings is None or f in settings]:
+                    for completions in [c for c in feature.completions if c in (args.completions or feature.completions)]:
+                        with contextlib.redirect_stdout(sys.stderr):
+                            results.append(run_setting(feature, shape, frozen, completions, args))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -519,9 +622,9 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "quick": args.quick,
         "num_generations": args.num_generations,
-        "prompts_per_step": 1,
         "features": features,
-        "shared_prompt_baseline": "image cache on in both modes",
+        "baselines": {name: FEATURES[name].baseline for name in features},
+        "eos_bias_sampled": EOS_BIAS,
         "timing": "median step time (on_step_begin..on_step_end), off/on alternating ABBA after warmup",
         "memory": "peak tensor bytes allocated during one profiled step per mode (torch.profiler profile_memory, CPU)",
         "reference_3b" if args.family == "qwen2_5_vl" else "reference": {
