@@ -1,29 +1,46 @@
-"""Benchmark of the group-aware forward: full GRPO steps with a speed feature on and off, in one run.
+"""Benchmark of the speed features: full GRPO steps with features on and off, in one run.
 
-    python scripts/bench_step.py [--feature image_cache|shared_prompt|all] [--quick] [--pairs N] [--warmup N]
-                                 [--num-generations 8] [--shapes tiny scaled] [--threads N]
+    python scripts/bench_step.py [--feature all|image_cache|shared_prompt|decode_cache|each] [--quick]
+                                 [--pairs N] [--warmup N] [--num-generations 8] [--shapes tiny scaled]
+                                 [--completions forced sampled] [--completion-tokens N] [--threads N]
                                  [--family qwen2_5_vl|qwen3_vl] [--settings trainable frozen]
 
 Features:
+- ``all`` (the default): every speed feature on against every feature off,
+  i.e. against plain TRL ``GRPOTrainer`` on the same model, data and config:
+  what a user compares. The ``scaled`` model with a ~1000-token image prompt
+  (868x868 px: 961 image tokens), 2 prompts x G=8 per step, completions of up
+  to 256 tokens in two settings: ``forced`` (every completion 256 tokens) and
+  ``sampled`` (EOS allowed and made e^1.5 times as likely as the random model
+  makes it, so lengths spread over 0..256 as a policy's do; the two modes of
+  each pair sample with the same seed); vision tower trainable, and frozen.
 - ``image_cache`` (the group image cache, :mod:`vlm_grpo.speed.group_cache`):
   each distinct image resized and encoded once per batch. Compared on and
   off; shapes ``tiny`` and ``scaled`` at 144 image tokens, 32-token
   completions; vision tower trainable, and frozen.
 - ``shared_prompt`` (:mod:`vlm_grpo.speed.shared_prompt`): the language model
   runs each distinct prompt once per forward. Compared on and off with the
-  image cache on in both; the ``scaled`` model with a ~1000-token image prompt
-  (868x868 px: 961 image tokens) and 256-token completions; vision tower
-  trainable, and frozen.
+  image cache on in both; the ``scaled`` model at 961 image tokens and
+  256-token completions; vision tower trainable, and frozen.
+- ``decode_cache`` (:mod:`vlm_grpo.speed.decode_cache`): generation writes
+  each new key/value into a buffer instead of copying the cache every step.
+  Compared on and off with the image cache and the shared prompt on in both;
+  the shared-prompt workload, vision trainable.
+- ``each``: ``image_cache``, ``shared_prompt`` and ``decode_cache`` in turn.
 
 Each step is TRL's real ``GRPOTrainer`` step: generation with transformers
-``generate`` (completions forced to ``max_completion_length`` tokens so every
-step has the same shapes), the reference log-prob pass, the GRPO loss, the
-backward and the optimizer step. One prompt per step, ``num_generations`` (G,
-default 8) completions of it. Within one training run the feature is switched
+``generate`` (``forced``: completions forced to ``max_completion_length``
+tokens so every step has the same shapes), the reference log-prob pass, the
+GRPO loss, the backward and the optimizer step. One prompt per step (``all``:
+two), ``num_generations`` (G, default 8) completions of it. Within one training run the feature is switched
 on and off between steps in the order off,on,on,off,... (after ``--warmup``
 steps that are not counted), so both modes see the same machine load and the
 same model; the time of a step runs from the trainer's ``on_step_begin`` to
-its ``on_step_end`` (data loading excluded, identical in both modes).
+its ``on_step_end`` (data loading excluded, identical in both modes). Beside
+wall time, the process's CPU time (all its threads) is recorded per step:
+on a machine shared with other work, wall time stretches with the load while
+CPU time measures the work done, so ``speedup_cpu_time`` and
+``speedup_outside_generation_cpu_time`` are the steadier figures there.
 ``speedup`` is the median off-step time over the median on-step time;
 ``speedup_of_fastest`` compares each mode's fastest step, the one least
 disturbed by other work on a shared machine. The time spent in the model's
@@ -82,8 +99,8 @@ which the same model's ratio is 1.64 (the Qwen2.5-VL scaled model's: 1.6).
 
 ``--settings`` picks the vision settings to run (default both: trainable, frozen).
 
-``--quick`` runs the scaled shape only, with fewer steps (under 3 minutes on 2
-CPU cores for the image cache).
+``--quick`` runs the scaled shape only, vision trainable, with fewer steps
+(4 pairs after 1 warm-up step).
 
 Memory: peak tensor memory of one step per mode, from torch's CPU memory
 profiler (``torch.profiler.profile(profile_memory=True)``): the highest running
@@ -257,6 +274,10 @@ class Result:
     on_generation: list[float] = dataclasses.field(default_factory=list)
     off_completion_tokens: list[float] = dataclasses.field(default_factory=list)  # mean per row, per step
     on_completion_tokens: list[float] = dataclasses.field(default_factory=list)
+    off_cpu: list[float] = dataclasses.field(default_factory=list)  # process CPU seconds (all threads) per step
+    on_cpu: list[float] = dataclasses.field(default_factory=list)
+    off_generation_cpu: list[float] = dataclasses.field(default_factory=list)
+    on_generation_cpu: list[float] = dataclasses.field(default_factory=list)
     off_peak: int | None = None
     on_peak: int | None = None
     requested: int = 0
@@ -268,6 +289,9 @@ class Result:
         counted = {"image_cache": "vision_images", "decode_cache": "generation_caches"}.get(self.feature, "lm_tokens")
         outside = {mode: median(t - g for t, g in zip(getattr(self, mode), getattr(self, f"{mode}_generation")))
                    for mode in ("off", "on")}
+        cpu_outside = {mode: median(t - g for t, g in zip(getattr(self, f"{mode}_cpu"),
+                                                          getattr(self, f"{mode}_generation_cpu")))
+                       for mode in ("off", "on")}
         return {
             "feature": self.feature,
             "shape": self.shape,
@@ -286,6 +310,11 @@ class Result:
             "on_generation_median_s": round(median(self.on_generation), 3),
             "speedup_generation": round(median(self.off_generation) / median(self.on_generation), 3),
             "speedup_outside_generation": round(outside["off"] / outside["on"], 3),
+            # CPU seconds of this process (all its threads): less disturbed than wall time by other work on the
+            # machine, which stretches wall time but not the work done (threads waiting for a core use none)
+            "speedup_cpu_time": round(median(self.off_cpu) / median(self.on_cpu), 3),
+            "speedup_generation_cpu_time": round(median(self.off_generation_cpu) / median(self.on_generation_cpu), 3),
+            "speedup_outside_generation_cpu_time": round(cpu_outside["off"] / cpu_outside["on"], 3),
             "off_mean_completion_tokens": round(statistics.mean(self.off_completion_tokens), 1),
             "on_mean_completion_tokens": round(statistics.mean(self.on_completion_tokens), 1),
             "off_peak_mib": mib(self.off_peak),
@@ -402,23 +431,24 @@ class GenerationTimer:
     length (tokens up to and including the first EOS), summed until reset."""
 
     def __init__(self, model) -> None:
-        self.seconds, self.tokens, self.rows = 0.0, 0, 0
+        self.seconds, self.cpu_seconds, self.tokens, self.rows = 0.0, 0.0, 0, 0
         self._generate = model.generate
         eos = model.generation_config.eos_token_id
         self.eos = torch.tensor(eos if isinstance(eos, list) else [eos])
         model.generate = self
 
     def reset(self) -> None:
-        self.seconds, self.tokens, self.rows = 0.0, 0, 0
+        self.seconds, self.cpu_seconds, self.tokens, self.rows = 0.0, 0.0, 0, 0
 
     def __call__(self, *args, **kwargs):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             out = self._generate(*args, **kwargs)
             if out.is_cuda:
                 torch.cuda.synchronize()
         finally:
             self.seconds += time.perf_counter() - start
+            self.cpu_seconds += time.process_time() - cpu
         completion = out[:, kwargs["input_ids"].shape[1]:]
         ended = torch.isin(completion, self.eos)
         lengths = torch.where(ended.any(1), ended.int().argmax(1) + 1, completion.shape[1])
@@ -504,12 +534,12 @@ def timed_run(feature: Feature, model, processor, rows, result: Result, *, compl
                     cpu = [torch.profiler.ProfilerActivity.CPU]
                     self.profiler = torch.profiler.profile(activities=cpu, profile_memory=True)
                     self.profiler.__enter__()
-            self.start = time.perf_counter()
+            self.start, self.cpu = time.perf_counter(), time.process_time()
 
         def on_step_end(self, _args, state, control, **kwargs):
             if cuda:
                 torch.cuda.synchronize()
-            elapsed = time.perf_counter() - self.start
+            elapsed, cpu = time.perf_counter() - self.start, time.process_time() - self.cpu
             if self.mode.startswith("memory"):
                 if cuda:
                     peak = torch.cuda.max_memory_allocated() - self.live
@@ -523,11 +553,14 @@ def timed_run(feature: Feature, model, processor, rows, result: Result, *, compl
             getattr(result, self.mode).append(elapsed)
             getattr(result, f"{self.mode}_generation").append(timer.seconds)
             getattr(result, f"{self.mode}_completion_tokens").append(timer.mean_tokens)
+            getattr(result, f"{self.mode}_cpu").append(cpu)
+            getattr(result, f"{self.mode}_generation_cpu").append(timer.cpu_seconds)
             if self.mode == "on":
                 requested, computed = feature_counts(feature.name, trainer.model)
                 result.requested += requested
                 result.encoded += computed
-            step = f"step {state.global_step:>2} {self.mode:<3} {elapsed:6.2f}s (generate {timer.seconds:5.2f}s)"
+            step = (f"step {state.global_step:>2} {self.mode:<3} {elapsed:6.2f}s (generate {timer.seconds:5.2f}s; "
+                    f"CPU {cpu:6.2f}s, generate {timer.cpu_seconds:5.2f}s)")
             print(f"  {feature.name:<13} {result.shape:<6} {result.setting:<16} {completions:<7} {step}",
                   file=sys.stderr, flush=True)
 
@@ -538,7 +571,8 @@ def timed_run(feature: Feature, model, processor, rows, result: Result, *, compl
 def print_table(rows: list[dict]) -> None:
     header = (f"{'feature':<13} {'shape':<7} {'setting':<17} {'completions':<11} {'steps':>5} {'off s':>7} "
               f"{'on s':>7} {'speedup':>8} {'fastest':>8} {'w/o gen':>8} {'gen':>7} {'off gen s':>9} "
-              f"{'on gen s':>8} {'tokens':>7} {'off MiB':>8} {'on MiB':>8} {'computed/requested':>26}")
+              f"{'on gen s':>8} {'cpu':>7} {'cpu w/o':>8} {'tokens':>7} {'off MiB':>8} {'on MiB':>8} "
+              f"{'computed/requested':>26}")
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -550,7 +584,8 @@ def print_table(rows: list[dict]) -> None:
               f"{r['off_median_s']:>7.2f} {r['on_median_s']:>7.2f} {r['speedup']:>7.2f}x "
               f"{r['speedup_of_fastest']:>7.2f}x {r['speedup_outside_generation']:>7.2f}x "
               f"{r['speedup_generation']:>6.2f}x {r['off_generation_median_s']:>9.2f} "
-              f"{r['on_generation_median_s']:>8.2f} {r['on_mean_completion_tokens']:>7.1f} "
+              f"{r['on_generation_median_s']:>8.2f} {r['speedup_cpu_time']:>6.2f}x "
+              f"{r['speedup_outside_generation_cpu_time']:>7.2f}x {r['on_mean_completion_tokens']:>7.1f} "
               f"{r['off_peak_mib'] or float('nan'):>8.1f} {r['on_peak_mib'] or float('nan'):>8.1f} "
               f"{f'{computed}/{requested} {unit}':>26}")
 

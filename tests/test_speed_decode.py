@@ -208,3 +208,33 @@ def _cache_name(model) -> str:
     from vlm_grpo.speed.shared_prompt import cache_argument
 
     return cache_argument(type(model).forward)
+
+
+def test_vlm_grpo_eval_decodes_through_it_with_the_same_predictions(tiny_dir, rec_data, tmp_path, monkeypatch):
+    """`vlm-grpo eval` as a user runs it (greedy, the default): the same completions with and without."""
+    import json
+
+    from vlm_grpo import eval_run
+    from vlm_grpo.cli import main as cli_main
+
+    buffered = []
+    real = eval_run.enable_decode_speed
+
+    def recorded(model, mode="on"):
+        status = real(model, mode)
+        buffered.append((status, model))
+        return status
+
+    def run(name):
+        out = tmp_path / name
+        argv = ["eval", "--model", str(tiny_dir), "--data", str(rec_data), "--output", str(out), "--batch-size", "8",
+                "--max-new-tokens", "12", "--max-samples", "16"]
+        assert cli_main(argv) == 0
+        return [json.loads(line)["completion"] for line in (out / "predictions.jsonl").read_text().splitlines()]
+
+    monkeypatch.setattr(eval_run, "enable_decode_speed", recorded)
+    with_cache = run("on")
+    (status, model), = buffered
+    assert status.active and decode_cache_stats(model).calls == 2  # two batches of 8
+    monkeypatch.setattr(eval_run, "enable_decode_speed", lambda model, mode="on": None)
+    assert run("off") == with_cache

@@ -125,3 +125,14 @@ def enable_speed_features(trainer, *, group_image_cache: str = "on", group_share
         # Generation writes each new position into a buffer instead of copying the cache (only the policy generates).
         enable_decode_cache(model)
     return [image_cache, shared_prompt, buffered]
+
+
+def enable_decode_speed(model, mode: str = "on") -> FeatureStatus:
+    """The decode cache for a model that only generates (evaluation): probed, enabled where exact."""
+    from vlm_grpo.speed.decode_cache import enable_decode_cache
+    from vlm_grpo.speed.probe import check_decode_cache
+
+    status = decide("decode_cache", mode, lambda: engine_reason() or check_decode_cache(model))
+    if status.active:
+        enable_decode_cache(model)
+    return status
