@@ -46,9 +46,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import bench_step  # noqa: E402
+import step_timing  # noqa: E402
 import torch  # noqa: E402
 
-import bench_step  # noqa: E402
 from vlm_grpo.speed.flops import TextShape, VisionShape, text_flops, vision_flops  # noqa: E402
 
 MODELS = {  # name: (family, hub id of the published checkpoint whose sizes are used)
@@ -144,7 +145,7 @@ def check_model(name: str, args, workdir: Path) -> dict:
     parameters = sum(p.numel() for p in model.parameters())
     completion = TINY_COMPLETION if args.tiny else COMPLETION
     feature = dataclasses.replace(bench_step.FEATURES["all"], completion_tokens=completion)
-    result = bench_step.Result("all", name, "vision_trainable", "forced", feature.prompts_per_step)
+    result = step_timing.Result("all", name, "vision_trainable", "forced", feature.prompts_per_step)
     probed = {}
 
     def probe(trainer):  # what a training run does before its first step, with every feature required
@@ -154,7 +155,7 @@ def check_model(name: str, args, workdir: Path) -> dict:
 
     start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # the trainer's own summary: stdout is the table and the JSON
-        bench_step.timed_run(feature, model, processor, rows, result, completions="forced",
+        step_timing.timed_run(feature, model, processor, rows, result, completions="forced",
                              completion_tokens=completion, output_dir=workdir / f"{name}-out", args=args,
                              cuda=args.device == "cuda", on_trainer=probe)
     wall = time.perf_counter() - start

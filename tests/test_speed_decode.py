@@ -12,9 +12,9 @@ import logging
 
 import pytest
 import torch
+from test_speed_prompt import _prompt_batch
 from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
-from test_speed_prompt import _prompt_batch
 from vlm_grpo.speed import decode_cache
 from vlm_grpo.speed.decode_cache import (
     BufferedLayer,
@@ -188,6 +188,7 @@ def test_the_probe_finds_it_exact_and_names_what_breaks_it(tiny_model_and_proces
 def test_grpo_training_generates_through_it_and_records_it(tiny_dir, rec_data, tmp_path):
     """TRL's own generation in a real step: the policy's caches are buffered, and the result is the plain run's."""
     from speed_helpers import one_grpo_step
+
     from vlm_grpo.speed.features import enable_speed_features
 
     def all_on(trainer):
