@@ -1,29 +1,46 @@
-"""Benchmark of the group-aware forward: full GRPO steps with a speed feature on and off, in one run.
+"""Benchmark of the speed features: full GRPO steps with features on and off, in one run.
 
-    python scripts/bench_step.py [--feature image_cache|shared_prompt|all] [--quick] [--pairs N] [--warmup N]
-                                 [--num-generations 8] [--shapes tiny scaled] [--threads N]
+    python scripts/bench_step.py [--feature all|image_cache|shared_prompt|decode_cache|each] [--quick]
+                                 [--pairs N] [--warmup N] [--num-generations 8] [--shapes tiny scaled]
+                                 [--completions forced sampled] [--completion-tokens N] [--threads N]
                                  [--family qwen2_5_vl|qwen3_vl] [--settings trainable frozen]
 
 Features:
+- ``all`` (the default): every speed feature on against every feature off,
+  i.e. against plain TRL ``GRPOTrainer`` on the same model, data and config:
+  what a user compares. The ``scaled`` model with a ~1000-token image prompt
+  (868x868 px: 961 image tokens), 2 prompts x G=8 per step, completions of up
+  to 256 tokens in two settings: ``forced`` (every completion 256 tokens) and
+  ``sampled`` (EOS allowed and made e^1.5 times as likely as the random model
+  makes it, so lengths spread over 0..256 as a policy's do; the two modes of
+  each pair sample with the same seed); vision tower trainable, and frozen.
 - ``image_cache`` (the group image cache, :mod:`vlm_grpo.speed.group_cache`):
   each distinct image resized and encoded once per batch. Compared on and
   off; shapes ``tiny`` and ``scaled`` at 144 image tokens, 32-token
   completions; vision tower trainable, and frozen.
 - ``shared_prompt`` (:mod:`vlm_grpo.speed.shared_prompt`): the language model
   runs each distinct prompt once per forward. Compared on and off with the
-  image cache on in both; the ``scaled`` model with a ~1000-token image prompt
-  (868x868 px: 961 image tokens) and 256-token completions; vision tower
-  trainable, and frozen.
+  image cache on in both; the ``scaled`` model at 961 image tokens and
+  256-token completions; vision tower trainable, and frozen.
+- ``decode_cache`` (:mod:`vlm_grpo.speed.decode_cache`): generation writes
+  each new key/value into a buffer instead of copying the cache every step.
+  Compared on and off with the image cache and the shared prompt on in both;
+  the shared-prompt workload, vision trainable.
+- ``each``: ``image_cache``, ``shared_prompt`` and ``decode_cache`` in turn.
 
 Each step is TRL's real ``GRPOTrainer`` step: generation with transformers
-``generate`` (completions forced to ``max_completion_length`` tokens so every
-step has the same shapes), the reference log-prob pass, the GRPO loss, the
-backward and the optimizer step. One prompt per step, ``num_generations`` (G,
-default 8) completions of it. Within one training run the feature is switched
+``generate`` (``forced``: completions forced to ``max_completion_length``
+tokens so every step has the same shapes), the reference log-prob pass, the
+GRPO loss, the backward and the optimizer step. One prompt per step (``all``:
+two), ``num_generations`` (G, default 8) completions of it. Within one training run the feature is switched
 on and off between steps in the order off,on,on,off,... (after ``--warmup``
 steps that are not counted), so both modes see the same machine load and the
 same model; the time of a step runs from the trainer's ``on_step_begin`` to
-its ``on_step_end`` (data loading excluded, identical in both modes).
+its ``on_step_end`` (data loading excluded, identical in both modes). Beside
+wall time, the process's CPU time (all its threads) is recorded per step:
+on a machine shared with other work, wall time stretches with the load while
+CPU time measures the work done, so ``speedup_cpu_time`` and
+``speedup_outside_generation_cpu_time`` are the steadier figures there.
 ``speedup`` is the median off-step time over the median on-step time;
 ``speedup_of_fastest`` compares each mode's fastest step, the one least
 disturbed by other work on a shared machine. The time spent in the model's
@@ -82,8 +99,8 @@ which the same model's ratio is 1.64 (the Qwen2.5-VL scaled model's: 1.6).
 
 ``--settings`` picks the vision settings to run (default both: trainable, frozen).
 
-``--quick`` runs the scaled shape only, with fewer steps (under 3 minutes on 2
-CPU cores for the image cache).
+``--quick`` runs the scaled shape only, vision trainable, with fewer steps
+(4 pairs after 1 warm-up step).
 
 Memory: peak tensor memory of one step per mode, from torch's CPU memory
 profiler (``torch.profiler.profile(profile_memory=True)``): the highest running
@@ -103,26 +120,19 @@ import contextlib
 import dataclasses
 import json
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import torch  # noqa: E402
 
-from vlm_grpo.speed import (  # noqa: E402
-    cache_stats,
-    disable_group_image_cache,
-    disable_shared_prompt,
-    enable_group_image_cache,
-    enable_shared_prompt,
-    shared_prompt_stats,
-)
 from vlm_grpo.speed.flops import TextShape, VisionShape, text_flops, vision_flops, vision_text_ratio  # noqa: E402
 from vlm_grpo.tiny import TinySpec  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from step_timing import EOS_BIAS, SPEED_FEATURES, Result, timed_run  # noqa: E402
 
 SHAPE_3B = Path(__file__).resolve().parents[2] / "shared" / "qwen2_5_vl_3b_shape.json"  # ../shared beside the checkout
 # Qwen2.5-VL-3B, written out so the script also runs where the shared file is absent.
@@ -172,41 +182,19 @@ class Feature:
     image_grid: int  # scaled shape's image tokens per side (x pixels per token: the image side; tiny keeps 112 px)
     completion_tokens: int
     settings: tuple[bool, ...]  # vision frozen?
+    prompts_per_step: int = 1
+    completions: tuple[str, ...] = ("forced",)  # forced: every completion max length; sampled: EOS allowed
+    baseline: str = "plain"  # what runs in both modes
 
 
 FEATURES = {
     "image_cache": Feature("image_cache", SCALED_GRID, SCALED_COMPLETION, (False, True)),
-    "shared_prompt": Feature("shared_prompt", 31, 256, (False, True)),  # 31^2 = 961 image tokens (868 px at 28 px)
+    # 31^2 = 961 image tokens (868 px at 28 px)
+    "shared_prompt": Feature("shared_prompt", 31, 256, (False, True), baseline="image cache on in both modes"),
+    "decode_cache": Feature("decode_cache", 31, 256, (False,), baseline="image cache and shared prompt on in both"),
+    # everything on against everything off (plain TRL): what a user compares
+    "all": Feature("all", 31, 256, (False, True), prompts_per_step=2, completions=("forced", "sampled")),
 }
-
-
-def switch_feature(feature: str, on: bool, targets) -> None:
-    """Turn ``feature`` on or off on (model, processor) pairs; the shared prompt runs with the image cache on."""
-    for model, processor in targets:
-        if model is None:
-            continue
-        if feature == "image_cache":
-            (enable_group_image_cache if on else disable_group_image_cache)(model, processor)
-        else:
-            enable_group_image_cache(model, processor)
-            (enable_shared_prompt if on else disable_shared_prompt)(model)
-
-
-def feature_counts(feature: str, model) -> tuple[int, int]:
-    """(requested, computed) since the step began: images (image cache) or language-model tokens (shared prompt)."""
-    if feature == "image_cache":
-        stats = cache_stats(model)
-        return stats.requested, stats.encoded
-    stats = shared_prompt_stats(model)
-    return stats.requested_tokens, stats.computed_tokens
-
-
-def reset_counts(feature: str, model) -> None:
-    stats = cache_stats(model) if feature == "image_cache" else shared_prompt_stats(model)
-    if stats is not None:
-        stats.reset()
-
-
 @dataclasses.dataclass
 class Shape:
     name: str
@@ -217,66 +205,6 @@ class Shape:
     completion_tokens: int
     ratio: float
     sizes: dict
-
-
-@dataclasses.dataclass
-class Result:
-    feature: str
-    shape: str
-    setting: str
-    off: list[float]
-    on: list[float]
-    off_generation: list[float]
-    on_generation: list[float]
-    off_peak: int | None
-    on_peak: int | None
-    requested: int
-    encoded: int
-
-    def row(self) -> dict:
-        median = statistics.median
-        mib = lambda peak: None if peak is None else round(peak / 2**20, 1)  # noqa: E731
-        counted = "vision_images" if self.feature == "image_cache" else "lm_tokens"
-        return {
-            "feature": self.feature,
-            "shape": self.shape,
-            "setting": self.setting,
-            "steps_each": len(self.on),
-            "off_median_s": round(median(self.off), 3),
-            "on_median_s": round(median(self.on), 3),
-            "speedup": round(median(self.off) / median(self.on), 3),
-            # the fastest step of each mode: the least disturbed by other work on a shared machine
-            "speedup_of_fastest": round(min(self.off) / min(self.on), 3),
-            # generation (transformers generate: prefill + decode loop) and the rest of the step (the reference
-            # log-prob pass, the training forward and backward, the optimizer step)
-            "off_generation_median_s": round(median(self.off_generation), 3),
-            "on_generation_median_s": round(median(self.on_generation), 3),
-            "speedup_outside_generation": round(
-                median(t - g for t, g in zip(self.off, self.off_generation))
-                / median(t - g for t, g in zip(self.on, self.on_generation)), 3),
-            "off_peak_mib": mib(self.off_peak),
-            "on_peak_mib": mib(self.on_peak),
-            f"{counted}_requested": self.requested,
-            f"{counted}_{'encoded' if counted == 'vision_images' else 'computed'}": self.encoded,
-            "off_times_s": [round(x, 3) for x in self.off],
-            "on_times_s": [round(x, 3) for x in self.on],
-        }
-
-
-# ---- memory -----------------------------------------------------------------------------------------------------
-
-
-def peak_tensor_bytes(prof) -> int:
-    """The highest running sum of CPU allocations minus frees recorded by a memory-profiling ``torch.profiler``."""
-    events = [
-        e for e in prof.profiler.kineto_results.events()
-        if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU
-    ]
-    running = peak = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        running += event.nbytes()
-        peak = max(peak, running)
-    return peak
 
 
 # ---- shapes -----------------------------------------------------------------------------------------------------
@@ -354,42 +282,8 @@ def build_shape(name: str, workdir: Path, feature: Feature, target: float, famil
     return Shape(name, model_dir, data_dir, image_tokens, text_tokens, feature.completion_tokens, ratio, sizes)
 
 
-# ---- the timed run ----------------------------------------------------------------------------------------------
-
-
-def _variety(completions, **columns):
-    """Distinct characters per character: a reward with variance inside every group."""
-    texts = [c if isinstance(c, str) else c[0]["content"] for c in completions]
-    return [len(set(t)) / (1.0 + len(t)) for t in texts]
-
-
-class GenerationTimer:
-    """Seconds spent in the model's ``generate`` (TRL calls it on the unwrapped model), summed until reset."""
-
-    def __init__(self, model) -> None:
-        self.seconds = 0.0
-        self._generate = model.generate
-        model.generate = self
-
-    def __call__(self, *args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return self._generate(*args, **kwargs)
-        finally:
-            self.seconds += time.perf_counter() - start
-
-
-def schedule(warmup: int, pairs: int) -> list[str]:
-    """Uncounted warm-up steps, timed steps off,on,on,off,... (ABBA: linear drift cancels), one profiled step each."""
-    warm = [("warm-off", "warm-on")[i % 2] for i in range(warmup)]
-    timed = [("off", "on") if p % 2 == 0 else ("on", "off") for p in range(pairs)]
-    return warm + [mode for pair in timed for mode in pair] + ["memory-off", "memory-on"]
-
-
-def run_setting(feature: str, shape: Shape, frozen: bool, args) -> Result:
-    from transformers import TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
-
+def run_setting(feature: Feature, shape: Shape, frozen: bool, completions: str, args) -> Result:
+    """Load the shape's saved model and data and time ``feature`` on them (CPU, fp32)."""
     from vlm_grpo.data import build_rows
     from vlm_grpo.modeling import freeze_vision, load_model, load_processor
 
@@ -397,90 +291,60 @@ def run_setting(feature: str, shape: Shape, frozen: bool, args) -> Result:
     if frozen:
         freeze_vision(model)
     rows = build_rows([str(shape.data_dir)], processor, box_frame="model_pixels", seed=0)
-    modes = schedule(args.warmup, args.pairs)
-    config = GRPOConfig(
-        output_dir=str(shape.model_dir.parent / "out"), per_device_train_batch_size=args.num_generations,
-        num_generations=args.num_generations, max_completion_length=shape.completion_tokens,
-        generation_kwargs={"min_new_tokens": shape.completion_tokens}, max_steps=len(modes), learning_rate=1e-6,
-        beta=0.04, use_cpu=True, bf16=False, report_to="none", save_strategy="no", logging_steps=10_000,
-        dataloader_num_workers=0, seed=0, disable_tqdm=True,
-    )
-    trainer = GRPOTrainer(model=model, reward_funcs=[_variety], args=config, train_dataset=rows.to_hf(),
-                          processing_class=processor)
-    result = Result(feature, shape.name, "vision_frozen" if frozen else "vision_trainable", [], [], [], [], None, None,
-                    0, 0)
-    generation = GenerationTimer(trainer.model)
-    targets = [(trainer.model, trainer.processing_class), (trainer.ref_model, None)]
-
-    class Switch(TrainerCallback):
-        def on_step_begin(self, _args, state, control, **kwargs):
-            self.mode = modes[state.global_step]
-            switch_feature(feature, self.mode.endswith("on"), targets)
-            reset_counts(feature, trainer.model)
-            generation.seconds = 0.0
-            self.profiler = None
-            if self.mode.startswith("memory"):
-                cpu = [torch.profiler.ProfilerActivity.CPU]
-                self.profiler = torch.profiler.profile(activities=cpu, profile_memory=True)
-                self.profiler.__enter__()
-            self.start = time.perf_counter()
-
-        def on_step_end(self, _args, state, control, **kwargs):
-            elapsed = time.perf_counter() - self.start
-            if self.profiler is not None:
-                self.profiler.__exit__(None, None, None)
-                setattr(result, f"{self.mode.removeprefix('memory-')}_peak", peak_tensor_bytes(self.profiler))
-                return
-            if self.mode.startswith("warm"):
-                return
-            getattr(result, self.mode).append(elapsed)
-            getattr(result, f"{self.mode}_generation").append(generation.seconds)
-            if self.mode == "on":
-                requested, computed = feature_counts(feature, trainer.model)
-                result.requested += requested
-                result.encoded += computed
-            step = f"step {state.global_step:>2} {self.mode:<3} {elapsed:6.2f}s"
-            print(f"  {feature:<13} {shape.name:<6} {result.setting:<16} {step}", file=sys.stderr, flush=True)
-
-    trainer.add_callback(Switch())
-    trainer.train()
+    result = Result(feature.name, shape.name, "vision_frozen" if frozen else "vision_trainable", completions,
+                    feature.prompts_per_step)
+    timed_run(feature, model, processor, rows, result, completions=completions,
+              completion_tokens=shape.completion_tokens, output_dir=shape.model_dir.parent / "out", args=args)
     return result
 
 
 def print_table(rows: list[dict]) -> None:
-    header = (f"{'feature':<13} {'shape':<7} {'setting':<17} {'steps':>5} {'off s':>7} {'on s':>7} {'speedup':>8} "
-              f"{'fastest':>8} {'w/o gen':>8} {'off MiB':>8} {'on MiB':>8} {'computed/requested':>22}")
+    header = (f"{'feature':<13} {'shape':<7} {'setting':<17} {'completions':<11} {'steps':>5} {'off s':>7} "
+              f"{'on s':>7} {'speedup':>8} {'fastest':>8} {'w/o gen':>8} {'gen':>7} {'off gen s':>9} "
+              f"{'on gen s':>8} {'cpu':>7} {'cpu w/o':>8} {'tokens':>7} {'off MiB':>8} {'on MiB':>8} "
+              f"{'computed/requested':>26}")
     print(header)
     print("-" * len(header))
     for r in rows:
-        unit = "images" if r["feature"] == "image_cache" else "tokens"
-        requested = r.get("vision_images_requested", r.get("lm_tokens_requested"))
-        computed = r.get("vision_images_encoded", r.get("lm_tokens_computed"))
-        print(f"{r['feature']:<13} {r['shape']:<7} {r['setting']:<17} {r['steps_each']:>5} {r['off_median_s']:>7.2f} "
-              f"{r['on_median_s']:>7.2f} {r['speedup']:>7.2f}x {r['speedup_of_fastest']:>7.2f}x "
-              f"{r['speedup_outside_generation']:>7.2f}x "
+        unit, requested, computed = next(
+            (unit, r[f"{key}_requested"], r[f"{key}_{done}"]) for key, done, unit in (
+                ("vision_images", "encoded", "images"), ("lm_tokens", "computed", "tokens"),
+                ("generation_caches", "computed", "caches buffered")) if f"{key}_requested" in r)
+        print(f"{r['feature']:<13} {r['shape']:<7} {r['setting']:<17} {r['completions']:<11} {r['steps_each']:>5} "
+              f"{r['off_median_s']:>7.2f} {r['on_median_s']:>7.2f} {r['speedup']:>7.2f}x "
+              f"{r['speedup_of_fastest']:>7.2f}x {r['speedup_outside_generation']:>7.2f}x "
+              f"{r['speedup_generation']:>6.2f}x {r['off_generation_median_s']:>9.2f} "
+              f"{r['on_generation_median_s']:>8.2f} {r['speedup_cpu_time']:>6.2f}x "
+              f"{r['speedup_outside_generation_cpu_time']:>7.2f}x {r['on_mean_completion_tokens']:>7.1f} "
               f"{r['off_peak_mib'] or float('nan'):>8.1f} {r['on_peak_mib'] or float('nan'):>8.1f} "
-              f"{f'{computed}/{requested} {unit}':>22}")
+              f"{f'{computed}/{requested} {unit}':>26}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--feature", choices=(*FEATURES, "all"), default="all",
-                        help="which speed feature to switch on and off (default: all)")
-    parser.add_argument("--quick", action="store_true", help="scaled shape only, fewer steps")
-    parser.add_argument("--pairs", type=int, default=None, help="timed off/on pairs per setting (default 12; quick 8)")
-    parser.add_argument("--warmup", type=int, default=None, help="uncounted steps per setting (default 2)")
+    parser.add_argument("--feature", choices=(*FEATURES, "each"), default="all",
+                        help="all: every speed feature on against plain TRL (default); one feature against its "
+                        "baseline; each: every feature in turn")
+    parser.add_argument("--quick", action="store_true", help="scaled shape only, fewer steps, vision trainable")
+    parser.add_argument("--pairs", type=int, default=None, help="timed off/on pairs per setting (default 12; quick 4)")
+    parser.add_argument("--warmup", type=int, default=None, help="uncounted steps per setting (default 2; quick 1)")
     parser.add_argument("--num-generations", type=int, default=8)
-    parser.add_argument("--shapes", nargs="+", choices=("tiny", "scaled"), default=None)
+    parser.add_argument("--shapes", nargs="+", choices=("tiny", "scaled"), default=None,
+                        help="default: tiny and scaled for the image cache, scaled for the others")
+    parser.add_argument("--completions", nargs="+", choices=("forced", "sampled"), default=None,
+                        help="completion settings (default: the feature's; all: both)")
+    parser.add_argument("--completion-tokens", type=int, default=None,
+                        help="max_completion_length (default: the feature's workload, 32 or 256)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--family", choices=("qwen2_5_vl", "qwen3_vl"), default="qwen2_5_vl",
                         help="model family of the tiny and scaled models (default: %(default)s)")
     parser.add_argument("--settings", nargs="+", choices=("trainable", "frozen"), default=None,
-                        help="vision-tower settings to run (default: both)")
+                        help="vision-tower settings to run (default: the feature's; quick: trainable)")
     args = parser.parse_args(argv)
-    args.pairs = args.pairs or (8 if args.quick else 12)
-    args.warmup = args.warmup if args.warmup is not None else 2
-    shapes = args.shapes or (["scaled"] if args.quick else ["tiny", "scaled"])
+    args.pairs = args.pairs or (4 if args.quick else 12)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    if args.quick and args.settings is None:
+        args.settings = ["trainable"]
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -493,20 +357,24 @@ def main(argv: list[str] | None = None) -> int:
     wanted = {"trainable": False, "frozen": True}
     settings = None if args.settings is None else {wanted[s] for s in args.settings}
     workdir = Path(tempfile.mkdtemp(prefix="bench_step_"))
-    features = list(FEATURES) if args.feature == "all" else [args.feature]
+    features = list(SPEED_FEATURES) if args.feature == "each" else [args.feature]
     results, built = [], []
     try:
-        for feature in features:
-            names = shapes if feature == "image_cache" else ["scaled"]
-            for name in names:
-                shape = build_shape(name, workdir, FEATURES[feature], target, args.family)
-                built.append((feature, shape))
-                print(f"{feature} {name}: vision/LM FLOPs ratio {shape.ratio:.3f} ({reference.model}: {target:.3f}); "
-                      f"{shape.image_tokens} image + {shape.text_tokens} text + {shape.completion_tokens} "
-                      "completion tokens", file=sys.stderr)
-                for frozen in [f for f in FEATURES[feature].settings if settings is None or f in settings]:
-                    with contextlib.redirect_stdout(sys.stderr):
-                        results.append(run_setting(feature, shape, frozen, args))
+        for name in features:
+            feature = FEATURES[name]
+            if args.completion_tokens:
+                feature = dataclasses.replace(feature, completion_tokens=args.completion_tokens)
+            shapes = args.shapes or (["scaled"] if args.quick or name != "image_cache" else ["tiny", "scaled"])
+            for shape_name in shapes:
+                shape = build_shape(shape_name, workdir, feature, target, args.family)
+                built.append((name, shape))
+                print(f"{name} {shape_name}: vision/LM FLOPs ratio {shape.ratio:.3f} ({reference.model}: "
+                      f"{target:.3f}); {shape.image_tokens} image + {shape.text_tokens} text + "
+                      f"{shape.completion_tokens} completion tokens", file=sys.stderr)
+                for frozen in [f for f in feature.settings if settings is None or f in settings]:
+                    for completions in [c for c in feature.completions if c in (args.completions or feature.completions)]:
+                        with contextlib.redirect_stdout(sys.stderr):
+                            results.append(run_setting(feature, shape, frozen, completions, args))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -519,9 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "quick": args.quick,
         "num_generations": args.num_generations,
-        "prompts_per_step": 1,
         "features": features,
-        "shared_prompt_baseline": "image cache on in both modes",
+        "baselines": {name: FEATURES[name].baseline for name in features},
+        "eos_bias_sampled": EOS_BIAS,
         "timing": "median step time (on_step_begin..on_step_end), off/on alternating ABBA after warmup",
         "memory": "peak tensor bytes allocated during one profiled step per mode (torch.profiler profile_memory, CPU)",
         "reference_3b" if args.family == "qwen2_5_vl" else "reference": {

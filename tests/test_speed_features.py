@@ -120,16 +120,17 @@ def test_require_stops_before_training_with_the_reason(tiny_dir, rec_data, tmp_p
 
 def test_a_compatible_run_records_both_features_active_and_warns_nothing(tiny_dir, rec_data, tmp_path, capsys):
     assert _train(tiny_dir, rec_data, tmp_path / "run", "--group_image_cache", "require",
-                  "--group_shared_prompt", "require") == 0
+                  "--group_shared_prompt", "require", "--decode_cache", "require") == 0
     assert "steps aside" not in capsys.readouterr().err
     run = _run(tmp_path / "run")
     assert run["family"] == "qwen2_5_vl" and run["box_frame"] == "model_pixels"
+    assert set(run["speed_features"]) == {"group_image_cache", "group_shared_prompt", "decode_cache"}
     assert all(f["active"] for f in run["speed_features"].values())
 
 
 def test_off_probes_nothing_and_says_so_in_the_log(tiny_dir, rec_data, tmp_path):
     assert _train(tiny_dir, rec_data, tmp_path / "run", "--group_image_cache", "false",
-                  "--group_shared_prompt", "off") == 0
+                  "--group_shared_prompt", "off", "--decode_cache", "no") == 0
     features = _run(tmp_path / "run")["speed_features"]
     assert {f["reason"] for f in features.values()} == {"off in the config"}
 

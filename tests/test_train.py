@@ -80,11 +80,14 @@ def test_train_updates_parameters_and_logs_each_reward(tiny_dir, rec_data, tmp_p
 @pytest.mark.parametrize("switch", ["true", "false"])
 def test_group_aware_forward_is_on_by_default_and_can_be_turned_off(tiny_dir, rec_data, tmp_path, switch):
     from vlm_grpo.speed import cache_stats, shared_prompt_stats
+    from vlm_grpo.speed.decode_cache import decode_cache_stats
 
-    extra = [] if switch == "true" else ["--group_image_cache", "false", "--group_shared_prompt", "false"]
+    extra = [] if switch == "true" else ["--group_image_cache", "false", "--group_shared_prompt", "false",
+                                         "--decode_cache", "false"]
     trainer, _ = _build(_grpo_argv(tiny_dir, rec_data, tmp_path / "run", *extra))
     on = switch == "true"
     assert (shared_prompt_stats(trainer.model) is not None) is on
+    assert (decode_cache_stats(trainer.model) is not None) is on
     assert (cache_stats(trainer.model) is not None) is on and (cache_stats(trainer.processing_class) is not None) is on
 
 

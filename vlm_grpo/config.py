@@ -90,12 +90,19 @@ class VisionArguments:
         metadata={"help": "Run each distinct prompt once per forward, shared across its group: on (probed first; "
                   "steps aside with a warning where not exact), require (an error instead), off."},
     )
+    decode_cache: str = dataclasses.field(
+        default="on",
+        metadata={"help": "Generation appends each new token's keys/values into a buffer instead of copying the "
+                  "whole cache every step (same numbers): on (probed first; steps aside with a warning where not "
+                  "exact), require (an error instead), off."},
+    )
 
     def __post_init__(self) -> None:
         from vlm_grpo.speed.features import speed_mode
 
         self.group_image_cache = speed_mode(self.group_image_cache, "group_image_cache")
         self.group_shared_prompt = speed_mode(self.group_shared_prompt, "group_shared_prompt")
+        self.decode_cache = speed_mode(self.decode_cache, "decode_cache")
         if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels={self.min_pixels} is larger than max_pixels={self.max_pixels}")
 

@@ -35,6 +35,7 @@ from vlm_grpo.evaluate import EvalSettings, evaluate_rows, read_predictions
 from vlm_grpo.metrics import benchmark_table, compute_metrics
 from vlm_grpo.modeling import family_of, load_config, load_model, load_processor
 from vlm_grpo.prompts import merged_templates
+from vlm_grpo.speed.features import enable_decode_speed
 from vlm_grpo.tools import prepare_processor, resolve_tools
 
 
@@ -101,6 +102,7 @@ def run_eval(job: EvalJob) -> dict[str, dict]:
             atomic_write_text(out / EVAL_KEY, json.dumps(key, indent=2) + "\n")
     state.wait_for_everyone()  # every process has read the partial files before any writes to them
     model = load_model(job.model, device=state.device).eval()
+    enable_decode_speed(model)  # the same tokens, without copying the key/value cache every decode step
     results: dict[str, dict] = {}
     for name, data_dir, rows, indices, out, done in zip(names, job.data, all_rows, selections, outs, finished):
         out.mkdir(parents=True, exist_ok=True)

@@ -165,7 +165,8 @@ def build_grpo_trainer(args, model_args, data_args, vision_args, reward_args):
     check_engine(trainer.accelerator, trainer.model)  # before training: sharding asked for is sharding got
     prepared.engine = engine_record(trainer.accelerator)
     prepared.speed_features = enable_speed_features(
-        trainer, group_image_cache=vision_args.group_image_cache, group_shared_prompt=vision_args.group_shared_prompt
+        trainer, group_image_cache=vision_args.group_image_cache, group_shared_prompt=vision_args.group_shared_prompt,
+        decode_cache=vision_args.decode_cache,
     )
     if tools is not None:
         note_tool_rollouts(prepared.speed_features)

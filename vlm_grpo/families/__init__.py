@@ -71,6 +71,8 @@ class Family:
         special_tokens: the tiny tokenizer's special tokens, appended to its vocabulary in this order.
         image_processor_kwargs: the tiny model's image processor settings (patch and merge size, normalisation).
         router_logits: the model returns per-layer router logits on request (Mixture of Experts).
+        published: the published checkpoints' architecture sizes by hub id, ``{"text_config": ..., "vision_config":
+            ...}`` overrides of the tiny config (random-weight models of the real shape: ``scripts/gpu_check.sh``).
         tested_transformers: the transformers releases its tests passed with.
     """
 
@@ -95,6 +97,7 @@ class Family:
     probe_text: dict = dataclasses.field(default_factory=dict)
     image_processor_kwargs: dict = dataclasses.field(default_factory=lambda: {"patch_size": 14, "merge_size": 2})
     router_logits: bool = False
+    published: dict = dataclasses.field(default_factory=dict)
     tool_chat_template: str | None = None
     response_template: dict | None = None
     tested_transformers: tuple[str, ...] = ("5.24.0",)

@@ -36,6 +36,17 @@ def tiny_config(ids: dict[str, int], spec, vocab_size: int):
     )
 
 
+# Qwen2.5-VL-3B-Instruct's config.json (the sizes that decide speed and memory; ../shared/qwen2_5_vl_3b_shape.json)
+PUBLISHED = {
+    "Qwen/Qwen2.5-VL-3B-Instruct": {
+        "text_config": {"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
+                        "num_attention_heads": 16, "num_key_value_heads": 2, "max_position_embeddings": 128000,
+                        "rope_parameters": {"rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]}},
+        "vision_config": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+                          "out_hidden_size": 2048, "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31]},
+    },
+}
+
 FAMILIES = (
     Family(
         name="qwen2_5_vl",
@@ -52,5 +63,6 @@ FAMILIES = (
         response_template=HERMES_RESPONSE_TEMPLATE,
         probe_vision={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
                       "out_hidden_size": "text_hidden", "fullatt_block_indexes": [1]},
+        published=PUBLISHED,
     ),
 )

@@ -73,6 +73,19 @@ def tiny_moe_config(ids: dict[str, int], spec, vocab_size: int):
                             tie_word_embeddings=True)
 
 
+# Qwen3-VL-4B-Instruct's config.json (the sizes that decide speed and memory)
+PUBLISHED = {
+    "Qwen/Qwen3-VL-4B-Instruct": {
+        "text_config": {"vocab_size": 151936, "hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36,
+                        "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+                        "max_position_embeddings": 262144,
+                        "rope_parameters": {"rope_theta": 5_000_000.0, "mrope_section": [24, 20, 20]}},
+        "vision_config": {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096, "num_heads": 16,
+                          "out_hidden_size": 2560, "num_position_embeddings": 2304,
+                          "deepstack_visual_indexes": [5, 11, 17]},
+    },
+}
+
 _COMMON = dict(
     processor_class="Qwen3VLProcessor",
     box_frame="norm1000",
@@ -90,7 +103,7 @@ _COMMON = dict(
 FAMILIES = (
     Family(name="qwen3_vl", model_types=("qwen3_vl",), display="Qwen3-VL",
            model_class="Qwen3VLForConditionalGeneration", config_class="Qwen3VLConfig",
-           tiny_config=tiny_config, **_COMMON),
+           tiny_config=tiny_config, published=PUBLISHED, **_COMMON),
     Family(name="qwen3_vl_moe", model_types=("qwen3_vl_moe",), display="Qwen3-VL MoE",
            model_class="Qwen3VLMoeForConditionalGeneration", config_class="Qwen3VLMoeConfig",
            tiny_config=tiny_moe_config, router_logits=True,

@@ -13,7 +13,10 @@ included, on the plain path and with the feature on:
   (relative; float32 gives about 1e-7), and the feature must actually have
   taken its fast path on the batch;
 - for the group-shared prompt, greedy generation's per-step logits must agree
-  too (the prefill hands its cache to the decode loop).
+  too (the prefill hands its cache to the decode loop);
+- for the decode cache, greedy and seeded sampled generation must give the
+  plain path's logits bit for bit (it changes where the cache is stored, not
+  what is computed), and the buffered layers must actually have been used.
 
 A probe returns ``None`` when the feature is exact, else the reason in words
 (an exception counts, with its type and message). The probe checks the code
@@ -196,10 +199,21 @@ def _mismatch(on, off, what: str) -> str | None:
     return None
 
 
-def _greedy_logits(model, batch: dict) -> torch.Tensor:
-    out = model.generate(**batch, max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True,
-                         pad_token_id=0, eos_token_id=None)
+def _greedy_logits(model, batch: dict, **sampling) -> torch.Tensor:
+    sampling = {"do_sample": False, **sampling}
+    out = model.generate(**batch, max_new_tokens=3, output_logits=True, return_dict_in_generate=True, use_cache=True,
+                         pad_token_id=0, eos_token_id=None, **sampling)
     return torch.stack(out.logits)
+
+
+def _sampled_logits(model, batch: dict) -> torch.Tensor:
+    """Sampled generation's logits under a fixed seed (each step's logits depend on the tokens sampled before)."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    try:
+        return _greedy_logits(model, batch, do_sample=True, top_k=0, top_p=1.0, temperature=1.0)
+    finally:
+        torch.random.set_rng_state(state)
 
 
 def _guarded(check):
@@ -232,6 +246,30 @@ def check_shared_prompt(model) -> str | None:
         if not _close(greedy_on, greedy_off):
             return "generation: the decode steps after the shared prefill differ from the plain path"
         return _mismatch(on, off, "forward and backward")
+
+    return _guarded(check)
+
+
+def check_decode_cache(model) -> str | None:
+    """``None`` when buffered decoding gives the plain path's logits bit for bit on a twin of ``model``, else why."""
+    from vlm_grpo.speed.decode_cache import decode_cache_stats, disable_decode_cache, enable_decode_cache
+
+    def check():
+        twin = twin_of(model)
+        prompts = probe_batch(twin.config, completions=False)
+        plain = [_greedy_logits(twin, prompts), _sampled_logits(twin, prompts)]
+        enable_decode_cache(twin)
+        try:
+            buffered = [_greedy_logits(twin, prompts), _sampled_logits(twin, prompts)]
+            stats = decode_cache_stats(twin)
+            if stats.calls == 0:
+                return f"generation kept its own cache ({'; '.join(stats.plain_reasons) or 'the hook was not reached'})"
+        finally:
+            disable_decode_cache(twin)
+        for kind, on, off in zip(("greedy", "sampled"), buffered, plain):
+            if not torch.equal(on, off):
+                return f"{kind} generation: logits differ from the plain path by {float((on - off).abs().max()):.3g}"
+        return None
 
     return _guarded(check)
 
