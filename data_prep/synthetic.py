@@ -360,7 +360,8 @@ def _zoom(rng: random.Random, nprng: np.random.Generator, config: SyntheticConfi
         cy = (box[1] + 2 * box[3]) // 3
     ImageDraw.Draw(image).rectangle([cx - side // 2, cy - side // 2, cx - side // 2 + side - 1, cy - side // 2 + side - 1],
                                     fill=COLORS[color])
-    return image, f"What colour is the dot inside the {kind}?", {"answer": color, "box": box}, {"shape": body}
+    extra = {"shape": body, "zoom_thinking": f"the {body} {kind}"}  # what a tool-use trace says before its call
+    return image, f"What colour is the dot inside the {kind}?", {"answer": color, "box": box}, extra
 
 
 _MAKERS = {"rec": _rec, "count": _count, "math": _math, "det": _det, "point": _point, "zoom": _zoom}

@@ -107,3 +107,37 @@ def test_quick_zoom_demo(tmp_path, capsys):
     history = json.loads((out / "grpo" / "training_log.json").read_text())
     assert any("rewards/tool_bonus/mean" in h for h in history)
     assert all(f["active"] for f in history[0]["run"]["speed_features"].values())  # both speed features on
+
+
+def test_tool_use_traces_for_the_cold_start(tiny_dir, zoom_data):
+    from vlm_grpo.data import build_rows
+    from vlm_grpo.modeling import family_of, load_config, load_processor
+    from vlm_grpo.prompts import merged_templates
+    from vlm_grpo.tools import prepare_processor, resolve_tools
+    from vlm_grpo.tools.sft import ToolTraceCollator, trace_dataset
+
+    processor = load_processor(str(tiny_dir), max_pixels=112 * 112)
+    toolset = resolve_tools(["zoom_in"], processor)
+    prepare_processor(processor, family_of(load_config(str(tiny_dir))))
+    rows = build_rows([str(zoom_data)], processor, box_frame="model_pixels", templates=merged_templates(toolset.templates))
+    traces = trace_dataset(rows, toolset)
+    zoomed, direct = traces[0], traces[1]
+    call = zoomed["messages"][1]
+    box = rows.record(0).solution["box"]
+    assert call["tool_calls"][0]["function"]["arguments"] == {"bbox_2d": [round(v / 4) for v in box]}
+    assert call["content"] == f"<think>{rows.record(0).meta['zoom_thinking']}</think>"
+    assert zoomed["tools"] and len(zoomed["images"]) == 2 and zoomed["messages"][2]["role"] == "tool"
+    assert not direct["tools"] and len(direct["images"]) == 1 and len(direct["messages"]) == 2
+    assert "zoom_in" not in direct["messages"][0]["content"][-1]["text"]  # the task's own prompt, no tool
+    batch = ToolTraceCollator(processor, toolset.schemas())([zoomed, direct])
+    tokenizer = processor.tokenizer
+    trained = [tokenizer.decode([t for t, l in zip(ids, labels) if l != -100])
+               for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist())]
+    answer = rows.record(0).solution["answer"]
+    assert trained[0].startswith("<think>") and '"name": "zoom_in"' in trained[0]
+    assert trained[0].endswith(f"<answer>{answer}</answer><|im_end|>\n")
+    assert "<tool_response>" not in trained[0] and "<|image_pad|>" not in trained[0]  # the crop is input, not target
+    assert trained[1].startswith("<think>") and "zoom_in" not in trained[1]
+    assert len(batch["image_grid_thw"]) == 3  # zoomed: its image and the crop; direct: its image
+    image_pad = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert int((batch["input_ids"] == image_pad).sum()) == int(batch["image_grid_thw"].prod(-1).sum()) // 4

@@ -3,7 +3,8 @@ right format before GRPO.
 
 A trace is built from a record whose solution names the region to look at (the zoom task's ``box``):
 the prompt with the tool listed, an assistant turn that calls ``zoom_in`` on that box (in the family's box
-frame, rounded), the tool turn with the real crop (the same :class:`~vlm_grpo.tools.zoom.ZoomEnvironment`
+frame, rounded; after a ``<think>`` of the record's ``meta.zoom_thinking`` when it has one, e.g. "the purple
+circle", the phrase a box answer of the rec task follows), the tool turn with the real crop (the same :class:`~vlm_grpo.tools.zoom.ZoomEnvironment`
 GRPO runs), and the final ``<think>…</think><answer>…</answer>``. Every other record (odd row index)
 becomes a direct trace instead: the task's own prompt, without tools, answered at once, so the same
 policy can be evaluated with and without the tool. The loss covers the assistant turns only.
@@ -44,7 +45,8 @@ def tool_trace(row: dict, meta: dict, toolset, direct: bool) -> dict:
     content = environment.zoom_in(bbox)
     crops = [part["image"] for part in content if part.get("type") == "image"]
     call = {"type": "function", "function": {"name": "zoom_in", "arguments": {"bbox_2d": bbox}}}
-    messages = [*row["prompt"], {"role": "assistant", "content": "", "tool_calls": [call]},
+    before = f"<think>{meta['zoom_thinking']}</think>" if meta.get("zoom_thinking") else ""
+    messages = [*row["prompt"], {"role": "assistant", "content": before, "tool_calls": [call]},
                 {"role": "tool", "name": "zoom_in",
                  "content": [{"type": "image"} if p.get("type") == "image" else p for p in content]},
                 _final(row, meta)]
