@@ -40,6 +40,7 @@ class RolloutRecorder(TrainerCallback):
         name = "rollouts.jsonl" if rank == 0 else f"rollouts.rank{rank}.jsonl"
         self.path = Path(output_dir) / name
         self._batch: dict | None = None
+        self.with_tools = False  # set by training when rollouts may call tools: each line then has tool_calls
 
     def wrap(self, reward_fn, first: bool = False):
         """Wrap a reward so its values are recorded (an ``async`` reward gets an ``async`` wrapper).
@@ -76,8 +77,7 @@ class RolloutRecorder(TrainerCallback):
                 "ids": columns.get("id"),
                 "tasks": columns.get("task"),
                 "solutions": columns.get("solution"),
-                "tool_calls": [logged_tool_calls(c) for c in completions]
-                if any(isinstance(c, list) and len(c) > 1 for c in completions) else None,
+                "tool_calls": [logged_tool_calls(c) for c in completions] if self.with_tools else None,
                 "rewards": {},
             }
         self._batch["rewards"][name] = list(values)

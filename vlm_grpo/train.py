@@ -147,6 +147,7 @@ def build_grpo_trainer(args, model_args, data_args, vision_args, reward_args):
     prepared = prepare(args, model_args, data_args, vision_args, reward_args)
     recorder = RolloutRecorder(args.output_dir, reward_args.rollout_log_steps, rank=args.process_index)
     tools = prepared.tools
+    recorder.with_tools = tools is not None
     if tools is not None and args.max_tool_calling_iterations is None:
         # one turn past the limit, so a call over it gets its error text and the model a turn to answer
         args.max_tool_calling_iterations = tools.limits.max_calls + 1
