@@ -61,7 +61,7 @@ def test_mixing_weights_set_each_datasets_share():
 def test_templates_render_and_reject_bad_overrides():
     text = render_prompt("rec", "  the red circle ", "norm1000")
     assert text.startswith("the red circle\n") and "0-1000" in text
-    assert set(TEMPLATES) == {"rec", "math", "count", "mcq", "open", "det", "point"}
+    assert set(TEMPLATES) == {"rec", "math", "count", "mcq", "open", "det", "point", "zoom"}
     custom = merged_templates({"rec": "Find {question}. Box {frame}."})
     assert render_prompt("rec", "x", "original_pixels", custom) == "Find x. Box in pixels of the original image."
     with pytest.raises(ValueError, match="must contain {question}"):

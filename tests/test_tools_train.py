@@ -64,7 +64,7 @@ class ScriptedGenerate:
         return torch.cat([input_ids, completion.to(input_ids.device)], 1)
 
 
-def test_zoom_rollouts_through_trl(tiny_dir, zoom_one, tmp_path):
+def test_zoom_rollouts_through_trl(tiny_dir, zoom_one, tmp_path, caplog):
     from trl import GRPOConfig
 
     from data_prep.packed import load_packed
@@ -78,7 +78,11 @@ def test_zoom_rollouts_through_trl(tiny_dir, zoom_one, tmp_path):
     out = tmp_path / "run"
     argv = [*BASE, "--model_name_or_path", str(tiny_dir), "--train_data", str(zoom_one),
             "--output_dir", str(out), "--max_steps", "1", "--max_pixels", str(112 * 112)]
-    trainer, prepared = build_grpo_trainer(*parse(GRPOConfig, GRPO_DEFAULTS, argv))
+    with caplog.at_level("WARNING"):
+        trainer, prepared = build_grpo_trainer(*parse(GRPOConfig, GRPO_DEFAULTS, argv))
+    # one console line says what the group-shared prompt does under multi-turn rollouts
+    assert sum("group_shared_prompt steps aside" in r.getMessage() for r in caplog.records) == 1
+    assert trainer.args.max_tool_calling_iterations == 2  # max_tool_calls + 1: a call past it gets its error
     assert prepared.rows.model_image_sizes[0] == [[112, 112]]
     final = f"<think>zoomed</think><answer>{answer}</answer>"
     scripts = [
