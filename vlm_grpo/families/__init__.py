@@ -72,6 +72,8 @@ class Family:
         router_logits: the model returns per-layer router logits on request (Mixture of Experts).
         published: the published checkpoints' architecture sizes by hub id, ``{"text_config": ..., "vision_config":
             ...}`` overrides of the tiny config (random-weight models of the real shape: ``scripts/gpu_check.sh``).
+        not_vouched: speed features the family does not vouch for, by feature name (``group_shared_prompt``),
+            each with the reason in words: the feature's probe reports it and the feature steps aside.
         tested_transformers: the transformers releases its tests passed with.
     """
 
@@ -98,6 +100,7 @@ class Family:
     image_processor_kwargs: dict = dataclasses.field(default_factory=lambda: {"patch_size": 14, "merge_size": 2})
     router_logits: bool = False
     published: dict = dataclasses.field(default_factory=dict)
+    not_vouched: dict = dataclasses.field(default_factory=dict)
     tested_transformers: tuple[str, ...] = ("5.24.0",)
 
     @property
