@@ -206,3 +206,41 @@ def test_an_unknown_template_flavour_lists_the_known_ones():
         FAMILIES["qwen3_5"].template("fast")
     with pytest.raises(ValueError, match="none"):
         FAMILIES["qwen3_vl"].template("think")
+
+
+@pytest.mark.parametrize("name, template", [("qwen3_5", "think"), ("qwen3_5", "nothink"),
+                                            pytest.param("qwen3_5_moe", "think", marks=pytest.mark.slow)])
+def test_qwen3_5_tiny_prep_train_sft_eval_offline_under_each_template(name, template, tmp_path, caplog):
+    """Both templates: the rows know whether the prompt opened the <think>, the format reward scores SFT's
+    targets as well formed, the image cache is on, and the shared prompt steps aside with exactly one warning."""
+    model, data, run, sft = tmp_path / "model", tmp_path / "data", tmp_path / "run", tmp_path / "sft"
+    assert cli_main(["tiny", "--family", name, "--template", template, "--output", str(model)]) == 0
+    assert cli_main(["prep", "--format", "synthetic", "--task", "rec", "--num", "16", "--image-size", "112",
+                     "--output", str(data), "--quiet"]) == 0
+    assert cli_main(["sft", "--model_name_or_path", str(model), "--train_data", str(data), "--output_dir", str(sft),
+                     "--max_steps", "1", "--per_device_train_batch_size", "4", "--report_to", "none",
+                     "--use_cpu", "true"]) == 0
+    with caplog.at_level(logging.WARNING, logger="vlm_grpo"):
+        code = cli_main(["train", "--config", "scripts/configs/tiny_cpu.yaml", "--model_name_or_path", str(sft),
+                         "--train_data", str(data), "--output_dir", str(run), "--max_steps", "2",
+                         "--max_completion_length", "12", "--report_to", "none",
+                         "--reward_funcs", "format", "iou", "--group_image_cache", "on",
+                         "--group_shared_prompt", "on"])
+    assert code == 0
+    speed = [r.getMessage() for r in caplog.records if r.name.startswith("vlm_grpo.speed")]
+    assert len(speed) == 1 and "group_shared_prompt steps aside" in speed[0] and "linear-attention" in speed[0]
+    record = json.loads((run / "training_log.json").read_text())[0]["run"]
+    assert (record["family"], record["box_frame"]) == (name, "norm1000")
+    assert record["speed_features"]["group_image_cache"]["active"]
+    assert not record["speed_features"]["group_shared_prompt"]["active"]
+    assert cli_main(["eval", "--model", str(run), "--data", str(data), "--output", str(run / "eval"),
+                     "--max-samples", "4"]) == 0
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert (metrics["family"], metrics["box_frame"], metrics["metrics"]["count"]) == (name, "norm1000", 4)
+
+
+def test_demo_quick_runs_on_a_qwen3_5_policy(family_tiny_dir, tmp_path):
+    out = tmp_path / "demo"
+    assert cli_main(["demo", "--quick", "--policy", str(family_tiny_dir("qwen3_5")), "--output", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())
+    assert json.loads((out / "eval_after" / "metrics.json").read_text())["box_frame"] == "norm1000"
