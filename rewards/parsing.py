@@ -83,7 +83,7 @@ def inside_open_think(text: str) -> bool:
     """Whether ``text`` ends inside an unclosed ``<think>`` block (its last ``<think>`` comes after its last
     ``</think>``): a rendered generation prompt that does leaves the model writing its thinking first.
 
-    >>> inside_open_think("<|im_start|>assistant\n<think>\n"), inside_open_think("<think>\n\n</think>\n\n")
+    >>> inside_open_think("<|im_start|>assistant\\n<think>\\n"), inside_open_think("<think>\\n\\n</think>\\n\\n")
     (True, False)
     """
     return text.rfind(THINK_OPEN) > text.rfind(THINK_CLOSE)

@@ -3,7 +3,7 @@
     python scripts/bench_step.py [--feature all|image_cache|shared_prompt|decode_cache|each] [--quick]
                                  [--pairs N] [--warmup N] [--num-generations 8] [--shapes tiny scaled]
                                  [--completions forced sampled] [--completion-tokens N] [--threads N]
-                                 [--family qwen2_5_vl|qwen3_vl] [--settings trainable frozen]
+                                 [--family qwen2_5_vl|qwen3_vl|qwen3_5] [--settings trainable frozen]
 
 Features:
 - ``all`` (the default): every speed feature on against every feature off,
@@ -145,6 +145,13 @@ VISION_4B = VisionShape(hidden=1024, depth=24, intermediate=4096, out_hidden=256
                         patch_size=16, gated_mlp=False, deepstack_mergers=3)
 TEXT_4B = TextShape(hidden=2560, layers=36, heads=32, kv_heads=8, intermediate=9728, vocab=151936, head_dim=128)
 
+# Qwen3.5-4B, as third-party copies of its config.json give it (not checked against the hub offline; see the docstring).
+VISION_Q35_4B = VisionShape(hidden=1024, depth=24, intermediate=4096, out_hidden=2560, window_size=None,
+                            full_blocks=24, patch_size=16, gated_mlp=False)
+TEXT_Q35_4B = TextShape(hidden=2560, layers=32, heads=16, kv_heads=4, intermediate=9216, vocab=248320, head_dim=256,
+                        linear_layers=24, linear_key_heads=16, linear_value_heads=32, linear_key_dim=128,
+                        linear_value_dim=128)
+
 SCALED_GRID = 12  # image tokens per side of the image-cache workload: 144 image tokens (336 px at 28 px per token)
 SCALED_COMPLETION = 32  # completion tokens of the sequence the scaled model's FLOPs ratio is solved on
 SCALED_TEXT = {"text_hidden": 128, "text_layers": 4, "text_heads": 4, "text_kv_heads": 2, "text_intermediate": 688}
@@ -153,6 +160,9 @@ SCALED_WINDOW, SCALED_FULL_BLOCKS = 112, [3]
 # Qwen3-VL: 4B's proportions at LM width 192 (1 KV head of 4 as 32:8, MLP 3.8x), vision width 64 (one head)
 SCALED_TEXT_QWEN3 = {"text_hidden": 192, "text_layers": 4, "text_heads": 4, "text_kv_heads": 1, "text_intermediate": 728}
 SCALED_VISION_QWEN3 = {"vision_hidden": 64, "vision_depth": 3, "vision_heads": 1}
+# Qwen3.5: 4 layers (3 linear attention, 1 full, as 4B's interval of 4) at width 192, MLP 3.6x as in 4B
+SCALED_TEXT_QWEN3_5 = {"text_hidden": 192, "text_layers": 4, "text_heads": 4, "text_kv_heads": 1,
+                       "text_intermediate": 688}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +180,9 @@ class Reference:
 def reference_for(family: str) -> Reference:
     if family == "qwen3_vl":
         return Reference("Qwen3-VL-4B", VISION_4B, TEXT_4B, SCALED_TEXT_QWEN3, SCALED_VISION_QWEN3, windows=False)
+    if family == "qwen3_5":
+        return Reference("Qwen3.5-4B", VISION_Q35_4B, TEXT_Q35_4B, SCALED_TEXT_QWEN3_5, SCALED_VISION_QWEN3,
+                         windows=False)
     vision, text = reference_shapes()
     return Reference("Qwen2.5-VL-3B", vision, text, SCALED_TEXT, SCALED_VISION, windows=True)
 
@@ -336,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--completion-tokens", type=int, default=None,
                         help="max_completion_length (default: the feature's workload, 32 or 256)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--family", choices=("qwen2_5_vl", "qwen3_vl"), default="qwen2_5_vl",
+    parser.add_argument("--family", choices=("qwen2_5_vl", "qwen3_vl", "qwen3_5"), default="qwen2_5_vl",
                         help="model family of the tiny and scaled models (default: %(default)s)")
     parser.add_argument("--settings", nargs="+", choices=("trainable", "frozen"), default=None,
                         help="vision-tower settings to run (default: the feature's; quick: trainable)")
