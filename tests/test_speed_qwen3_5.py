@@ -130,6 +130,27 @@ def test_shared_prompt_carries_linear_attention_states_exactly(model_and_process
     assert any(".linear_attn.conv1d." in n for n in off) and any(".self_attn." in n for n in off)
 
 
+def test_with_moderate_decays_every_gradient_is_within_1e_5(model_and_processor):
+    """The states are carried right: where the delta rule's decays are moderate (A drawn from 0.01..1 instead of
+    transformers' 0.01..16), the decay gradients are well conditioned and agree within 1e-5 too."""
+    model, processor = model_and_processor
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in model.model.language_model.layers:
+            if hasattr(layer, "linear_attn"):
+                decay = layer.linear_attn.A_log
+                decay.copy_(torch.empty(decay.shape).uniform_(0.01, 1.0, generator=generator).log())
+    model.train()
+    inputs, completion, mask = _grpo_batch(processor)
+    logps_off, off, _ = _logps_grads_aux(model, inputs, completion, mask)
+    enable_shared_prompt(model)
+    logps_on, on, _ = _logps_grads_aux(model, inputs, completion, mask)
+    assert shared_prompt_stats(model).shared == 1
+    torch.testing.assert_close(logps_on, logps_off, rtol=RTOL, atol=1e-6)
+    _assert_grads(on, off)
+    assert any(n.endswith(DECAY) for n in off)
+
+
 def test_sampled_generation_gives_identical_tokens(model_and_processor):
     model, processor = model_and_processor
     model.eval()
