@@ -189,3 +189,22 @@ def test_the_plain_path_does_not_reproduce_the_decay_gradients_within_1e_5_itsel
     error = {n: float((chunk32[n] - g).norm() / g.norm()) for n, g in chunk64.items()}
     assert max(e for n, e in error.items() if n.endswith(DECAY)) > RTOL
     assert max(e for n, e in error.items() if not n.endswith(DECAY)) < 1e-6
+
+
+@pytest.mark.slow  # ~25 s on 2 shared cores
+def test_one_grpo_step_is_the_same_with_the_image_cache(family_tiny_dir, family, rec_data, tmp_path):
+    """A real TRL step with the feature that training turns on for Qwen3.5: same loss, same update."""
+    from speed_helpers import one_grpo_step
+
+    def cache_on(trainer):
+        enable_group_image_cache(trainer.model, trainer.processing_class)
+        enable_group_image_cache(trainer.ref_model)
+
+    path = family_tiny_dir(family)
+    config = {"per_device_train_batch_size": 8, "learning_rate": 1e-2, "optim": "sgd"}
+    loss_off, params_off, _ = one_grpo_step(path, rec_data, tmp_path / "off", **config)
+    loss_on, params_on, trainer = one_grpo_step(path, rec_data, tmp_path / "on", cache_on, **config)
+    assert cache_stats(trainer.model).saved > 0
+    assert loss_on == pytest.approx(loss_off, rel=RTOL, abs=1e-7)
+    for name, after in params_off.items():
+        assert torch.allclose(params_on[name], after, rtol=1e-4, atol=1e-6), name
