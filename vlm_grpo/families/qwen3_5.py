@@ -23,7 +23,9 @@ code) and the chat templates TRL 1.16 ships (``trl/chat_templates/qwen3_5_{think
   convolution state (the last 4 pre-convolution inputs) and a recurrent state (``(heads, k_dim, v_dim)``).
   The group-shared prompt's forward carries both kinds from the prefix to every completion
   (:mod:`vlm_grpo.speed.prefix_cache`), but the family does not vouch for it yet (:data:`SHARED_PROMPT_BLOCKER`):
-  it steps aside with one warning and training takes the plain path. Padding: the linear layers zero the hidden states of padded positions
+  it steps aside with one warning and training takes the plain path. Padding-free packing, fragile for these
+  layers (packed rows would share a recurrent state unless the kernel gets the sequence boundaries), never
+  happens here: TRL's SFT refuses ``padding_free`` for vision datasets, and GRPO pads. Padding: the linear layers zero the hidden states of padded positions
   (``apply_mask_to_padding_states``), so left padding leaves the states as if the row started later.
 - Backbone ``model`` (``Qwen3_5Model`` / ``Qwen3_5MoeModel``), ``language_model`` inside; the cache argument
   is ``cache`` in transformers 5.24.
