@@ -88,3 +88,7 @@ def test_sft_target_follows_the_generation_prompt_and_scores_as_well_formed(fami
     assert format_box_reward([completion], open_think=[opens]) == [1.0]
     assert format_box_reward([completion], open_think=[not opens]) == [0.0]
     assert rewards.judge("rec", completion, **{k: v for k, v in row.items() if k != "prompt"}).parse_ok
+    from vlm_grpo.evaluate import judge_row
+
+    judged = judge_row(row, completion, 0)  # evaluation reads the row's template too
+    assert judged["format_ok"] and judged["parse_ok"] and judged["correct"]
