@@ -97,6 +97,16 @@ patches weighs far more against the language model than at 4B's widths (a
 8-wide MLP). The shared-prompt workload is a 992x992 image (961 tokens), on
 which the same model's ratio is 1.64 (the Qwen2.5-VL scaled model's: 1.6).
 
+Qwen3.5 (``--family qwen3_5``): the scaled hybrid model keeps Qwen3.5-4B's ratio. Its sizes are not in the
+transformers sources (whose defaults describe a 9B-like text model and a 27-block tower); third-party copies
+of the 4B config.json give text hidden 2560, 32 layers (full attention every fourth: 8 full, 24 Gated
+DeltaNet), intermediate 9216, 16 query heads of 256 (the query projection twice as wide: the output gate), 4
+KV heads, linear attention 16 key and 32 value heads of 128, vocabulary 248,320; vision Qwen3-VL-4B's tower
+without DeepStack (24 x 1024, intermediate 4096, 16 heads, out 2560). For the reference sequence: vision
+4.06 TFLOP, language model 9.15 TFLOP, ratio 0.443. The scaled model: LM 4 layers x 192 (3 linear, 1 full,
+4 heads, 1 KV head, MLP 688 = 3.6x as in 4B; the tiny config's head and linear-attention widths), vision
+3 blocks x 64 with the MLP solved for the ratio.
+
 ``--settings`` picks the vision settings to run (default both: trainable, frozen).
 
 ``--quick`` runs the scaled shape only, vision trainable, with fewer steps
