@@ -138,6 +138,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import torch  # noqa: E402
 
+from vlm_grpo.families import get_family  # noqa: E402
 from vlm_grpo.speed.flops import TextShape, VisionShape, text_flops, vision_flops, vision_text_ratio  # noqa: E402
 from vlm_grpo.tiny import TinySpec  # noqa: E402
 
@@ -155,12 +156,9 @@ VISION_4B = VisionShape(hidden=1024, depth=24, intermediate=4096, out_hidden=256
                         patch_size=16, gated_mlp=False, deepstack_mergers=3)
 TEXT_4B = TextShape(hidden=2560, layers=36, heads=32, kv_heads=8, intermediate=9728, vocab=151936, head_dim=128)
 
-# Qwen3.5-4B, as third-party copies of its config.json give it (not checked against the hub offline; see the docstring).
-VISION_Q35_4B = VisionShape(hidden=1024, depth=24, intermediate=4096, out_hidden=2560, window_size=None,
-                            full_blocks=24, patch_size=16, gated_mlp=False)
-TEXT_Q35_4B = TextShape(hidden=2560, layers=32, heads=16, kv_heads=4, intermediate=9216, vocab=248320, head_dim=256,
-                        linear_layers=24, linear_key_heads=16, linear_value_heads=32, linear_key_dim=128,
-                        linear_value_dim=128)
+# Qwen3.5-4B: the family's published sizes (third-party copies of its config.json; see the docstring).
+_Q35_4B = get_family("qwen3_5").published["Qwen/Qwen3.5-4B"]
+VISION_Q35_4B, TEXT_Q35_4B = VisionShape.of(_Q35_4B["vision_config"]), TextShape.of(_Q35_4B["text_config"])
 
 SCALED_GRID = 12  # image tokens per side of the image-cache workload: 144 image tokens (336 px at 28 px per token)
 SCALED_COMPLETION = 32  # completion tokens of the sequence the scaled model's FLOPs ratio is solved on

@@ -127,6 +127,21 @@ def tiny_moe_config(ids: dict[str, int], spec, vocab_size: int):
                             tie_word_embeddings=True)
 
 
+# Qwen3.5-4B's config.json as third-party copies of it give it (read offline in public code; the hub was not reached):
+# text 32 layers (full attention every fourth), the vision tower Qwen3-VL-4B's without DeepStack.
+PUBLISHED = {
+    "Qwen/Qwen3.5-4B": {
+        "text_config": {"vocab_size": 248320, "hidden_size": 2560, "intermediate_size": 9216, "num_hidden_layers": 32,
+                        "num_attention_heads": 16, "num_key_value_heads": 4, "head_dim": 256,
+                        "layer_types": layer_types(32), "linear_conv_kernel_dim": 4, "linear_num_key_heads": 16,
+                        "linear_num_value_heads": 32, "linear_key_head_dim": 128, "linear_value_head_dim": 128,
+                        "rope_parameters": {"rope_theta": 10_000_000.0, "mrope_section": [11, 11, 10],
+                                            "mrope_interleaved": True, "partial_rotary_factor": 0.25}},
+        "vision_config": {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096, "num_heads": 16,
+                          "out_hidden_size": 2560, "num_position_embeddings": 2304, "patch_size": 16},
+    },
+}
+
 _TEMPLATES = chat_templates()
 
 _COMMON = dict(
@@ -151,7 +166,7 @@ PROBE_MOE = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size"
 FAMILIES = (
     Family(name="qwen3_5", model_types=("qwen3_5",), display="Qwen3.5",
            model_class="Qwen3_5ForConditionalGeneration", config_class="Qwen3_5Config",
-           tiny_config=tiny_config, probe_text=PROBE_TEXT, **_COMMON),
+           tiny_config=tiny_config, probe_text=PROBE_TEXT, published=PUBLISHED, **_COMMON),
     Family(name="qwen3_5_moe", model_types=("qwen3_5_moe",), display="Qwen3.5 MoE",
            model_class="Qwen3_5MoeForConditionalGeneration", config_class="Qwen3_5MoeConfig",
            tiny_config=tiny_moe_config, router_logits=True,
