@@ -15,9 +15,11 @@ when rows share a prefix,
    ``S`` minimises the tokens computed, ``U*S + B*(L-S)`` for ``U`` groups of
    ``B`` rows of length ``L``, and never leaves an image token after the split;
 2. runs the backbone once on the ``U`` distinct prefixes (their images
-   included), keeping each layer's keys and values;
-3. runs it on the ``L-S`` remaining tokens of all ``B`` rows, each row attending
-   to its group's prefix keys/values (gathered with ``index_select``), with the
+   included), keeping each layer's state at the end of the prefix: keys and
+   values, and for a linear-attention layer (Qwen3.5's Gated DeltaNet) its
+   convolution and recurrent states (:mod:`vlm_grpo.speed.prefix_cache`);
+3. runs it on the ``L-S`` remaining tokens of all ``B`` rows, each row starting
+   from its group's prefix states (gathered with ``index_select``), with the
    row's full attention mask and its slice of the full batch's 3-D rotary
    positions (M-RoPE, computed once for the whole batch exactly as the plain
    forward computes them);
