@@ -201,6 +201,15 @@ def test_qwen3_5_tiny_has_the_released_template_flavours(family_tiny_dir, templa
     assert config.image_token_id == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
 
 
+def test_qwen3_5_templates_are_trls_copies_of_the_released_ones():
+    """TRL maps exactly these strings to its training templates (SFT's assistant-only loss)."""
+    from trl.chat_template_utils import qwen3_5_nothink_chat_template, qwen3_5_think_chat_template
+
+    templates = FAMILIES["qwen3_5"].chat_templates
+    assert templates == {"think": qwen3_5_think_chat_template, "nothink": qwen3_5_nothink_chat_template}
+    assert FAMILIES["qwen3_5"].chat_template == qwen3_5_think_chat_template
+
+
 def test_an_unknown_template_flavour_lists_the_known_ones():
     with pytest.raises(ValueError, match="nothink, think"):
         FAMILIES["qwen3_5"].template("fast")

@@ -67,10 +67,13 @@ TINY_MOE = {"num_experts": 4, "num_experts_per_tok": 2, "router_aux_loss_coef": 
 
 
 def chat_templates() -> dict[str, str]:
-    """The released Qwen3.5 chat templates by flavour (TRL's copies; TRL also recognises them for SFT)."""
-    from trl.chat_template_utils import qwen3_5_nothink_chat_template, qwen3_5_think_chat_template
+    """The released Qwen3.5 chat templates by flavour: TRL's copies (``trl/chat_templates/qwen3_5_*.jinja``, which
+    TRL also recognises for SFT), read from its package folder without importing TRL (seconds at import time)."""
+    import importlib.util
+    from pathlib import Path
 
-    return {"think": qwen3_5_think_chat_template, "nothink": qwen3_5_nothink_chat_template}
+    folder = Path(importlib.util.find_spec("trl").submodule_search_locations[0]) / "chat_templates"
+    return {name: (folder / f"qwen3_5_{name}.jinja").read_text(encoding="utf-8") for name in ("think", "nothink")}
 
 
 def layer_types(layers: int, interval: int = 4) -> list[str]:
