@@ -12,6 +12,13 @@ The rule every reward and the evaluation share (:func:`final_answer`):
    (``accept_boxed=True``), the last complete ``\\boxed{}`` anywhere in the
    completion is the answer.
 
+Under a chat template whose generation prompt leaves a ``<think>`` open (Qwen3.5's
+"think" flavour; the sample's ``open_think`` column, read off the processor by
+:func:`vlm_grpo.prompts.opens_think`), a completion starts inside the thinking
+block: everything up to its first ``</think>`` is thinking, and the rule above is
+applied to what follows it only (:func:`after_thinking`). Without the column, or
+``False``, the whole completion is read, as before.
+
 All functions are pure, never raise on model output, and run in time linear in
 the length of the text (adversarial megabyte completions included).
 """
@@ -67,6 +74,33 @@ def _content_text(content: Any) -> str:
         parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type", "text") == "text"]
         return "".join(p for p in parts if isinstance(p, str))
     return ""
+
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def inside_open_think(text: str) -> bool:
+    """Whether ``text`` ends inside an unclosed ``<think>`` block (its last ``<think>`` comes after its last
+    ``</think>``): a rendered generation prompt that does leaves the model writing its thinking first.
+
+    >>> inside_open_think("<|im_start|>assistant\\n<think>\\n"), inside_open_think("<think>\\n\\n</think>\\n\\n")
+    (True, False)
+    """
+    return text.rfind(THINK_OPEN) > text.rfind(THINK_CLOSE)
+
+
+def after_thinking(text: str, open_think: Any = False) -> str:
+    """The part of a completion an answer is read from: all of it, or, when the prompt left a ``<think>`` open
+    (``open_think``), what follows the completion's first ``</think>`` (``""`` when it never closes it: the
+    model is still thinking).
+
+    >>> after_thinking("x</think><answer>1</answer>", True), after_thinking("<answer>1</answer>", True)
+    ('<answer>1</answer>', '')
+    """
+    if open_think is not True:
+        return text
+    end = text.find(THINK_CLOSE)
+    return "" if end < 0 else text[end + len(THINK_CLOSE):]
 
 
 def extract_answer(text: str) -> str | None:

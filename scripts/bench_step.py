@@ -3,7 +3,7 @@
     python scripts/bench_step.py [--feature all|image_cache|shared_prompt|decode_cache|each] [--quick]
                                  [--pairs N] [--warmup N] [--num-generations 8] [--shapes tiny scaled]
                                  [--completions forced sampled] [--completion-tokens N] [--threads N]
-                                 [--family qwen2_5_vl|qwen3_vl] [--settings trainable frozen]
+                                 [--family qwen2_5_vl|qwen3_vl|qwen3_5] [--settings trainable frozen]
 
 Features:
 - ``all`` (the default): every speed feature on against every feature off,
@@ -97,6 +97,16 @@ patches weighs far more against the language model than at 4B's widths (a
 8-wide MLP). The shared-prompt workload is a 992x992 image (961 tokens), on
 which the same model's ratio is 1.64 (the Qwen2.5-VL scaled model's: 1.6).
 
+Qwen3.5 (``--family qwen3_5``): the scaled hybrid model keeps Qwen3.5-4B's ratio. Its sizes are not in the
+transformers sources (whose defaults describe a 9B-like text model and a 27-block tower); third-party copies
+of the 4B config.json give text hidden 2560, 32 layers (full attention every fourth: 8 full, 24 Gated
+DeltaNet), intermediate 9216, 16 query heads of 256 (the query projection twice as wide: the output gate), 4
+KV heads, linear attention 16 key and 32 value heads of 128, vocabulary 248,320; vision Qwen3-VL-4B's tower
+without DeepStack (24 x 1024, intermediate 4096, 16 heads, out 2560). For the reference sequence: vision
+4.06 TFLOP, language model 9.15 TFLOP, ratio 0.443. The scaled model: LM 4 layers x 192 (3 linear, 1 full,
+4 heads, 1 KV head, MLP 688 = 3.6x as in 4B; the tiny config's head and linear-attention widths), vision
+3 blocks x 64 with the MLP solved for the ratio.
+
 ``--settings`` picks the vision settings to run (default both: trainable, frozen).
 
 ``--quick`` runs the scaled shape only, vision trainable, with fewer steps
@@ -128,6 +138,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import torch  # noqa: E402
 
+from vlm_grpo.families import get_family  # noqa: E402
 from vlm_grpo.speed.flops import TextShape, VisionShape, text_flops, vision_flops, vision_text_ratio  # noqa: E402
 from vlm_grpo.tiny import TinySpec  # noqa: E402
 
@@ -145,6 +156,10 @@ VISION_4B = VisionShape(hidden=1024, depth=24, intermediate=4096, out_hidden=256
                         patch_size=16, gated_mlp=False, deepstack_mergers=3)
 TEXT_4B = TextShape(hidden=2560, layers=36, heads=32, kv_heads=8, intermediate=9728, vocab=151936, head_dim=128)
 
+# Qwen3.5-4B: the family's published sizes (third-party copies of its config.json; see the docstring).
+_Q35_4B = get_family("qwen3_5").published["Qwen/Qwen3.5-4B"]
+VISION_Q35_4B, TEXT_Q35_4B = VisionShape.of(_Q35_4B["vision_config"]), TextShape.of(_Q35_4B["text_config"])
+
 SCALED_GRID = 12  # image tokens per side of the image-cache workload: 144 image tokens (336 px at 28 px per token)
 SCALED_COMPLETION = 32  # completion tokens of the sequence the scaled model's FLOPs ratio is solved on
 SCALED_TEXT = {"text_hidden": 128, "text_layers": 4, "text_heads": 4, "text_kv_heads": 2, "text_intermediate": 688}
@@ -153,6 +168,9 @@ SCALED_WINDOW, SCALED_FULL_BLOCKS = 112, [3]
 # Qwen3-VL: 4B's proportions at LM width 192 (1 KV head of 4 as 32:8, MLP 3.8x), vision width 64 (one head)
 SCALED_TEXT_QWEN3 = {"text_hidden": 192, "text_layers": 4, "text_heads": 4, "text_kv_heads": 1, "text_intermediate": 728}
 SCALED_VISION_QWEN3 = {"vision_hidden": 64, "vision_depth": 3, "vision_heads": 1}
+# Qwen3.5: 4 layers (3 linear attention, 1 full, as 4B's interval of 4) at width 192, MLP 3.6x as in 4B
+SCALED_TEXT_QWEN3_5 = {"text_hidden": 192, "text_layers": 4, "text_heads": 4, "text_kv_heads": 1,
+                       "text_intermediate": 688}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +188,9 @@ class Reference:
 def reference_for(family: str) -> Reference:
     if family == "qwen3_vl":
         return Reference("Qwen3-VL-4B", VISION_4B, TEXT_4B, SCALED_TEXT_QWEN3, SCALED_VISION_QWEN3, windows=False)
+    if family == "qwen3_5":
+        return Reference("Qwen3.5-4B", VISION_Q35_4B, TEXT_Q35_4B, SCALED_TEXT_QWEN3_5, SCALED_VISION_QWEN3,
+                         windows=False)
     vision, text = reference_shapes()
     return Reference("Qwen2.5-VL-3B", vision, text, SCALED_TEXT, SCALED_VISION, windows=True)
 
@@ -336,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--completion-tokens", type=int, default=None,
                         help="max_completion_length (default: the feature's workload, 32 or 256)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--family", choices=("qwen2_5_vl", "qwen3_vl"), default="qwen2_5_vl",
+    parser.add_argument("--family", choices=("qwen2_5_vl", "qwen3_vl", "qwen3_5"), default="qwen2_5_vl",
                         help="model family of the tiny and scaled models (default: %(default)s)")
     parser.add_argument("--settings", nargs="+", choices=("trainable", "frozen"), default=None,
                         help="vision-tower settings to run (default: the feature's; quick: trainable)")

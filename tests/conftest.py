@@ -22,17 +22,18 @@ def tiny_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def family_tiny_dir(tmp_path_factory, tiny_dir):
-    """``family_tiny_dir(name)``: a saved tiny checkpoint of that family (default TinySpec), built once per session."""
+    """``family_tiny_dir(name, template=None)``: a saved tiny checkpoint of that family (default TinySpec; a named
+    chat template flavour, Qwen3.5's ``think`` / ``nothink``), built once per session."""
     from vlm_grpo.tiny import DEFAULT_FAMILY, build_tiny
 
-    built = {DEFAULT_FAMILY: tiny_dir}
+    built = {(DEFAULT_FAMILY, None): tiny_dir}
 
-    def get(family: str):
-        if family not in built:
-            path = tmp_path_factory.mktemp(f"tiny_{family}") / "model"
-            build_tiny(path, family=family)
-            built[family] = path
-        return built[family]
+    def get(family: str, template: str | None = None):
+        if (family, template) not in built:
+            path = tmp_path_factory.mktemp(f"tiny_{family}_{template or 'default'}") / "model"
+            build_tiny(path, family=family, template=template)
+            built[family, template] = path
+        return built[family, template]
 
     return get
 

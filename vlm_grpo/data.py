@@ -4,9 +4,10 @@ A row carries the conversational ``prompt`` (image placeholders + the task's
 template), the record's ``images`` as PIL (decoded lazily, when the trainer
 reads the row), and the columns rewards need: ``problem`` (the record's question,
 before templating), ``solution``, ``task``, ``id``, ``source``, ``image_sizes``,
-``model_image_sizes`` (each image's size after the processor's own resize) and
-``box_frame``. ``ROW_COLUMNS`` lists them; TRL hands every one but ``prompt`` to
-each reward.
+``model_image_sizes`` (each image's size after the processor's own resize),
+``box_frame`` and ``open_think`` (the chat template's generation prompt leaves a
+``<think>`` open, :func:`vlm_grpo.prompts.opens_think`). ``ROW_COLUMNS`` lists
+them; TRL hands every one but ``prompt`` to each reward.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from collections.abc import Sequence
 
 from data_prep.packed import PackedDataset, Record, load_packed
 from vlm_grpo.generation import user_message
-from vlm_grpo.prompts import merged_templates, render_prompt
+from vlm_grpo.prompts import merged_templates, opens_think, render_prompt
 
 logger = logging.getLogger(__name__)
 
 # The columns of a trainer row, in order (README "Rewards" promises every one of them to rewards, but prompt).
 ROW_COLUMNS = ("prompt", "images", "problem", "solution", "task", "id", "image_sizes", "model_image_sizes",
-               "box_frame", "source")
+               "box_frame", "source", "open_think")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +66,7 @@ class RowSet:
     model_image_sizes: list[list[list[int]]]
     box_frame: str
     dropped_too_long: int = 0
+    open_think: bool = False  # the generation prompt opens the <think>: completions start inside it
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -94,6 +96,7 @@ class RowSet:
             "model_image_sizes": self.model_image_sizes[i],
             "box_frame": self.box_frame,
             "source": record.meta.get("source", self.datasets[d].path.name),
+            "open_think": self.open_think,
         }
 
     def to_hf(self, make_row=None):
@@ -183,4 +186,4 @@ def build_rows(
             f"no records left in {list(dirs)} after filtering ({dropped} longer than max_prompt_tokens="
             f"{max_prompt_tokens}); raise max_prompt_tokens or lower max_pixels"
         )
-    return RowSet(datasets, refs, prompts, sizes, box_frame, dropped)
+    return RowSet(datasets, refs, prompts, sizes, box_frame, dropped, open_think=opens_think(processor))

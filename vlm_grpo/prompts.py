@@ -76,3 +76,18 @@ def render_prompt(task: str, question: str, box_frame: str, templates: Mapping[s
             "Add one under task_templates in the config."
         )
     return templates[task].format(question=question.strip(), frame=FRAME_SENTENCES[box_frame])
+
+
+def opens_think(processor) -> bool:
+    """Whether the processor's chat template leaves a ``<think>`` open at the end of its generation prompt
+    (Qwen3.5's "think" flavour), so that completions start inside the thinking block.
+
+    Read off the rendered prompt of a one-image question (:func:`rewards.parsing.inside_open_think`), never
+    assumed from the family: the format reward, the answer parser, SFT's targets and evaluation all consult
+    the row column it sets (``open_think``).
+    """
+    from rewards.parsing import inside_open_think
+    from vlm_grpo.generation import user_message
+
+    rendered = processor.apply_chat_template(user_message("?", 1), add_generation_prompt=True, tokenize=False)
+    return inside_open_think(rendered)

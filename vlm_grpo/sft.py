@@ -1,7 +1,14 @@
 """Cold-start supervised fine-tuning (TRL's ``SFTTrainer``) that teaches the answer format before RL.
 
 Each packed record becomes a prompt (the same template GRPO uses) and a target
-``<think>…</think><answer>…</answer>``. The thinking text is the record's
+``<think>…</think><answer>…</answer>``, written as what the model must generate
+after its generation prompt: where that prompt already opened the ``<think>``
+(the row's ``open_think``, Qwen3.5's "think" template) the target continues it,
+``…</think><answer>…</answer>``, so SFT teaches the very layout the format reward
+scores. The assistant message carries the thinking as ``reasoning_content`` too
+(``""`` where the completion opens its own block), which is what Qwen3.5's
+templates render after the prompt's ``<think>``; templates that know no
+``reasoning_content`` (Qwen2/2.5/3-VL) ignore it and render ``content`` as is. The thinking text is the record's
 ``meta.thinking`` when the dataset has one, else the question itself (for REC,
 the referring phrase): short and fixed, so a small model learns the format in a
 few dozen steps, and the phrase sits right before the answer. Answers are each
@@ -34,7 +41,18 @@ def thinking_text(row: dict, meta: dict) -> str:
 
 
 def target_text(row: dict, meta: dict) -> str:
-    return f"<think>{thinking_text(row, meta)}</think><answer>{answer_text(row)}</answer>"
+    """What the model should write after its generation prompt (the opening ``<think>`` left out where the
+    prompt holds it)."""
+    opening = "" if row.get("open_think") else "<think>"
+    return f"{opening}{thinking_text(row, meta)}</think><answer>{answer_text(row)}</answer>"
+
+
+def target_message(row: dict, meta: dict) -> dict:
+    """The assistant turn of the SFT target (see the module docstring)."""
+    answer = f"<answer>{answer_text(row)}</answer>"
+    if row.get("open_think"):
+        return {"role": "assistant", "reasoning_content": thinking_text(row, meta), "content": answer}
+    return {"role": "assistant", "reasoning_content": "", "content": target_text(row, meta)}
 
 
 def sft_dataset(rows: RowSet):
@@ -42,7 +60,7 @@ def sft_dataset(rows: RowSet):
 
     def sft_row(i: int) -> dict:
         row = rows.row(i)
-        completion = [{"role": "assistant", "content": target_text(row, rows.record(i).meta)}]
+        completion = [target_message(row, rows.record(i).meta)]
         return {"prompt": row["prompt"], "completion": completion, "images": row["images"]}
 
     return rows.to_hf(sft_row)

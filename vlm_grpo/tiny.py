@@ -122,9 +122,9 @@ def _family(family: str | Family) -> Family:
     return family if isinstance(family, Family) else get_family(family)
 
 
-def build_tokenizer(spec: TinySpec = TinySpec(), family: str | Family = DEFAULT_FAMILY):
+def build_tokenizer(spec: TinySpec = TinySpec(), family: str | Family = DEFAULT_FAMILY, template: str | None = None):
     """Train a byte-level BPE (Qwen2 pre-tokenizer) and wrap it as a ``Qwen2Tokenizer`` with the family's chat
-    template and special tokens (``Family.special_tokens``)."""
+    template (``template``: a named flavour, :meth:`Family.template`) and special tokens (``Family.special_tokens``)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import AddedToken, Qwen2Tokenizer
 
@@ -161,7 +161,7 @@ def build_tokenizer(spec: TinySpec = TinySpec(), family: str | Family = DEFAULT_
     family = _family(family)
     tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in family.special_tokens],
                          special_tokens=True)
-    tokenizer.chat_template = family.chat_template
+    tokenizer.chat_template = family.template(template)
     return tokenizer
 
 
@@ -173,7 +173,8 @@ def build_config(tokenizer, spec: TinySpec = TinySpec(), family: str | Family = 
 
 
 def build_processor(tokenizer, spec: TinySpec = TinySpec(), family: str | Family = DEFAULT_FAMILY):
-    """The family's processor with the PIL image processor (no torchvision needed)."""
+    """The family's processor with the PIL image processor (no torchvision needed), with the tokenizer's chat
+    template."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from vlm_grpo.processing import build_image_only
@@ -181,11 +182,16 @@ def build_processor(tokenizer, spec: TinySpec = TinySpec(), family: str | Family
     family = _family(family)
     image_processor = Qwen2VLImageProcessorPil(min_pixels=spec.min_pixels, max_pixels=spec.max_pixels,
                                                **family.image_processor_kwargs)
-    return build_image_only(family.transformers_class("processor"), image_processor, tokenizer, family.chat_template)
+    return build_image_only(family.transformers_class("processor"), image_processor, tokenizer,
+                            tokenizer.chat_template or family.chat_template)
 
 
-def build_tiny(output: str | Path | None = None, spec: TinySpec = TinySpec(), family: str | Family = DEFAULT_FAMILY):
+def build_tiny(output: str | Path | None = None, spec: TinySpec = TinySpec(), family: str | Family = DEFAULT_FAMILY,
+               template: str | None = None):
     """Build the tiny model and processor of ``family`` (default Qwen2.5-VL); save them to ``output`` when given.
+
+    ``template`` names one of the family's chat template flavours (Qwen3.5: ``think``, ``nothink``); ``None``,
+    its default.
 
     Returns ``(model, processor)``. Deterministic: the same ``spec`` gives the same
     tokenizer and bit-identical weights.
@@ -193,7 +199,7 @@ def build_tiny(output: str | Path | None = None, spec: TinySpec = TinySpec(), fa
     from transformers import GenerationConfig
 
     family = _family(family)
-    tokenizer = build_tokenizer(spec, family)
+    tokenizer = build_tokenizer(spec, family, template)
     config = build_config(tokenizer, spec, family)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(spec.seed)

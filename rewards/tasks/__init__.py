@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rewards.parsing import completion_text
+from rewards.parsing import after_thinking, completion_text
 from rewards.tasks import count, det, mcq, point, rec, zoom
 from rewards.tasks import math as math_task
 from rewards.tasks import open as open_task  # not `open`: the builtin stays the builtin here
@@ -105,7 +105,8 @@ def judge(task: str | Task, completion: Any, /, **sample: Any) -> Judgement:
     True
     """
     spec = task if isinstance(task, Task) else get_task(task)
-    parsed = spec.parse(completion_text(completion), **sample)
+    # under a template that opened the <think>, the answer is read after the completion's first </think>
+    parsed = spec.parse(after_thinking(completion_text(completion), sample.get("open_think", False)), **sample)
     if parsed is None:
         return Judgement(parsed=None, parse_ok=False, score=0.0, correct=False)
     score = float(spec.score(parsed, **sample))

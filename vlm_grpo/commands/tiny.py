@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="folder to write the checkpoint to")
     parser.add_argument("--family", choices=sorted(FAMILIES), default=DEFAULT_FAMILY,
                         help="model family (transformers model_type) of the tiny model (default: %(default)s)")
+    parser.add_argument("--template", default=None,
+                        help="chat template flavour of the family (Qwen3.5: think, the default, or nothink)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="weight and tokenizer seed (default: %(default)s)")
     parser.add_argument("--text-hidden", type=int, default=defaults.text_hidden, help="language model width (default: %(default)s)")
     parser.add_argument("--text-layers", type=int, default=defaults.text_layers, help="language model depth (default: %(default)s)")
@@ -73,9 +75,10 @@ def run(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     family = get_family(args.family)
-    model, processor = build_tiny(None, spec, family)
+    model, processor = build_tiny(None, spec, family, args.template)
     with output_errors_explained(output, "--output", kept="Nothing was written."):
         _save_atomically(model, processor, output)
     params = sum(p.numel() for p in model.parameters())
-    print(f"tiny {family.display} ({params / 1e6:.2f}M parameters) written to {output} in {time.perf_counter() - start:.1f}s")
+    flavour = f", {args.template} template" if args.template else ""
+    print(f"tiny {family.display}{flavour} ({params / 1e6:.2f}M parameters) written to {output} in {time.perf_counter() - start:.1f}s")
     return 0

@@ -1,7 +1,7 @@
 """Model families: one module per family, one :class:`Family` record each, found by ``model_type``.
 
 Everything the project knows about a family lives in its module
-(``qwen2_vl.py``, ``qwen2_5_vl.py``, ``qwen3_vl.py``): the transformers classes,
+(``qwen2_vl.py``, ``qwen2_5_vl.py``, ``qwen3_vl.py``, ``qwen3_5.py``): the transformers classes,
 the box frame the family answers in, pixels per language-model token, where the
 vision tower, its mergers and the language backbone sit, what the vision tower
 returns per image (what the group image cache must carry), the LoRA target, the
@@ -68,11 +68,15 @@ class Family:
         tool_chat_template, response_template: a chat template that renders tool calls and tool responses (images
             included), and the ``tokenizer.response_template`` that parses the model's tool calls
             (:mod:`vlm_grpo.families.tool_calls`); used when ``tools`` are on and the checkpoint's own lack them.
+        chat_templates: the family's named template flavours, ``chat_template`` among them (Qwen3.5: ``think``,
+            ``nothink``); ``vlm-grpo tiny --template NAME`` picks one. Empty: ``chat_template`` only.
         special_tokens: the tiny tokenizer's special tokens, appended to its vocabulary in this order.
         image_processor_kwargs: the tiny model's image processor settings (patch and merge size, normalisation).
         router_logits: the model returns per-layer router logits on request (Mixture of Experts).
         published: the published checkpoints' architecture sizes by hub id, ``{"text_config": ..., "vision_config":
             ...}`` overrides of the tiny config (random-weight models of the real shape: ``scripts/gpu_check.sh``).
+        not_vouched: speed features the family does not vouch for, by feature name (``group_shared_prompt``),
+            each with the reason in words: the feature's probe reports it and the feature steps aside.
         tested_transformers: the transformers releases its tests passed with.
     """
 
@@ -86,6 +90,7 @@ class Family:
     pixels_per_token: int
     tiny_config: Callable
     chat_template: str
+    chat_templates: dict = dataclasses.field(default_factory=dict)
     special_tokens: tuple[str, ...] = QWEN_SPECIAL_TOKENS
     vision_path: str = "model.visual"
     backbone_path: str = "model"
@@ -100,6 +105,7 @@ class Family:
     published: dict = dataclasses.field(default_factory=dict)
     tool_chat_template: str | None = None
     response_template: dict | None = None
+    not_vouched: dict = dataclasses.field(default_factory=dict)
     tested_transformers: tuple[str, ...] = ("5.24.0",)
 
     @property
@@ -119,6 +125,15 @@ class Family:
     def backbone(self, model) -> torch.nn.Module:
         """The backbone holding the vision tower and ``language_model`` (PEFT-wrapped or not)."""
         return _follow(_base(model), self.backbone_path)
+
+    def template(self, flavour: str | None = None) -> str:
+        """The chat template of a named flavour (``None``: the default, ``chat_template``); the error lists them."""
+        if flavour is None:
+            return self.chat_template
+        if flavour not in self.chat_templates:
+            known = ", ".join(sorted(self.chat_templates)) or "none"
+            raise ValueError(f"{self.display} has no chat template flavour {flavour!r}; its flavours: {known}")
+        return self.chat_templates[flavour]
 
     def is_merger(self, name: str) -> bool:
         """Whether a parameter name inside the vision tower belongs to a projector into the language model."""
@@ -207,7 +222,7 @@ QWEN2_CHAT_TEMPLATE = qwen_chat_template("You are a helpful assistant.")
 
 
 #: The family modules, in the order the README's table lists them.
-MODULES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+MODULES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5")
 
 
 def _registry() -> dict[str, Family]:

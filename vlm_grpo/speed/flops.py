@@ -1,9 +1,13 @@
-"""Forward FLOPs of a Qwen2.5-VL or Qwen3-VL sequence, split into vision tower and language model.
+"""Forward FLOPs of a Qwen2.5-VL, Qwen3-VL or Qwen3.5 sequence, split into vision tower and language model.
 
 Pure arithmetic on architecture sizes, used to size benchmark models that keep a
 real checkpoint's ratio of vision to language compute. Conventions: a
 multiply-add is 2 FLOPs; matmuls and attention scores/values are counted;
-norms, activations, rotary embeddings and softmax are not.
+norms, activations, rotary embeddings and softmax are not. Qwen3.5's linear-attention
+(Gated DeltaNet) layers are counted as their projections, their depthwise convolution
+and the delta rule in its recurrent form (per token and value head, four
+``k_dim x v_dim`` products: decay, read, write, output); its full-attention layers'
+query projection is twice as wide (the output gate).
 
 >>> v = VisionShape(hidden=1280, depth=32, intermediate=3420, out_hidden=2048, window_size=112, full_blocks=4)
 >>> round(vision_flops(v, image_tokens=1000) / 1e12, 2)
@@ -46,7 +50,7 @@ class VisionShape:
         """From a ``vision_config`` object or dict."""
         get = _getter(config)
         deepstack = get("deepstack_visual_indexes")
-        windows = get("window_size") if deepstack is None else None  # Qwen3-VL: full attention in every block
+        windows = get("window_size") if deepstack is None else None  # Qwen3-VL, Qwen3.5: full attention throughout
         return cls(
             hidden=get("hidden_size"),
             depth=get("depth"),
@@ -58,7 +62,7 @@ class VisionShape:
             temporal_patch_size=get("temporal_patch_size", 2),
             merge_size=get("spatial_merge_size", 2),
             in_channels=get("in_channels", 3) or 3,
-            gated_mlp=deepstack is None,
+            gated_mlp=get("window_size") is not None,  # Qwen2.5-VL's gated MLP; Qwen3-VL / Qwen3.5: fc1/fc2
             deepstack_mergers=len(deepstack or []),
         )
 
@@ -74,6 +78,12 @@ class TextShape:
     intermediate: int
     vocab: int
     head_dim: int | None = None  # None: hidden / heads (Qwen3-VL-4B: 128, with 32 heads of a 2560-wide model)
+    linear_layers: int = 0  # Qwen3.5: Gated DeltaNet layers among ``layers`` (the others: gated full attention)
+    linear_key_heads: int = 0
+    linear_value_heads: int = 0
+    linear_key_dim: int = 0
+    linear_value_dim: int = 0
+    linear_kernel: int = 4
 
     @classmethod
     def of(cls, config) -> TextShape:
@@ -87,6 +97,12 @@ class TextShape:
             intermediate=get("intermediate_size"),
             vocab=get("vocab_size"),
             head_dim=get("head_dim"),
+            linear_layers=sum(kind == "linear_attention" for kind in get("layer_types") or []),
+            linear_key_heads=get("linear_num_key_heads") or 0,
+            linear_value_heads=get("linear_num_value_heads") or 0,
+            linear_key_dim=get("linear_key_head_dim") or 0,
+            linear_value_dim=get("linear_value_head_dim") or 0,
+            linear_kernel=get("linear_conv_kernel_dim") or 4,
         )
 
 
@@ -121,10 +137,25 @@ def text_flops(shape: TextShape, tokens: int, logit_tokens: int) -> float:
     h = shape.hidden
     head_dim = shape.head_dim or h // shape.heads
     q_dim, kv_dim = shape.heads * head_dim, shape.kv_heads * head_dim
-    dense_per_token = 2 * (h * q_dim + 2 * h * kv_dim + q_dim * h) + 2 * 3 * h * shape.intermediate
+    gate = 2 if shape.linear_layers else 1  # Qwen3.5's full attention projects a query and an output gate
+    mlp = 2 * 3 * h * shape.intermediate
+    dense_per_token = 2 * (gate * h * q_dim + 2 * h * kv_dim + q_dim * h) + mlp
     attention = 2 * 2 * q_dim * tokens * (tokens + 1) // 2  # causal: each token attends to its prefix
     lm_head = 2 * logit_tokens * h * shape.vocab
-    return float(shape.layers * (tokens * dense_per_token + attention) + lm_head)
+    full_layers = shape.layers - shape.linear_layers
+    return float(full_layers * (tokens * dense_per_token + attention)
+                 + shape.linear_layers * tokens * (_linear_attention_per_token(shape) + mlp) + lm_head)
+
+
+def _linear_attention_per_token(shape: TextShape) -> int:
+    """One Gated DeltaNet layer, per token: q/k/v, z, b/a and output projections, the convolution over q/k/v and
+    the recurrent delta rule."""
+    h = shape.hidden
+    key, value = shape.linear_key_heads * shape.linear_key_dim, shape.linear_value_heads * shape.linear_value_dim
+    conv = 2 * key + value
+    projections = 2 * h * (conv + value + 2 * shape.linear_value_heads) + 2 * value * h
+    rule = 2 * 4 * shape.linear_value_heads * shape.linear_key_dim * shape.linear_value_dim
+    return projections + 2 * conv * shape.linear_kernel + rule
 
 
 def vision_text_ratio(

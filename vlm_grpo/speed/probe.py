@@ -226,10 +226,16 @@ def _guarded(check):
 
 
 def check_shared_prompt(model) -> str | None:
-    """``None`` when the group-shared prompt is exact on a twin of ``model``, else why not."""
+    """``None`` when the group-shared prompt is exact on a twin of ``model``, else why not (first: the family's
+    own reason for not vouching for it, ``Family.not_vouched``)."""
     from vlm_grpo.speed.shared_prompt import disable_shared_prompt, enable_shared_prompt, shared_prompt_stats
 
     def check():
+        from vlm_grpo.speed.group_cache import model_family
+
+        blocker = model_family(model).not_vouched.get("group_shared_prompt")
+        if blocker:
+            return blocker
         twin = twin_of(model)
         batch = probe_batch(twin.config)
         prompts = probe_batch(twin.config, completions=False)

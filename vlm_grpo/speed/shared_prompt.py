@@ -15,9 +15,11 @@ when rows share a prefix,
    ``S`` minimises the tokens computed, ``U*S + B*(L-S)`` for ``U`` groups of
    ``B`` rows of length ``L``, and never leaves an image token after the split;
 2. runs the backbone once on the ``U`` distinct prefixes (their images
-   included), keeping each layer's keys and values;
-3. runs it on the ``L-S`` remaining tokens of all ``B`` rows, each row attending
-   to its group's prefix keys/values (gathered with ``index_select``), with the
+   included), keeping each layer's state at the end of the prefix: keys and
+   values, and for a linear-attention layer (Qwen3.5's Gated DeltaNet) its
+   convolution and recurrent states (:mod:`vlm_grpo.speed.prefix_cache`);
+3. runs it on the ``L-S`` remaining tokens of all ``B`` rows, each row starting
+   from its group's prefix states (gathered with ``index_select``), with the
    row's full attention mask and its slice of the full batch's 3-D rotary
    positions (M-RoPE, computed once for the whole batch exactly as the plain
    forward computes them);
@@ -64,9 +66,9 @@ import inspect
 import logging
 
 import torch
-from transformers.cache_utils import Cache, DynamicLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling
 
+from vlm_grpo.speed import prefix_cache
 from vlm_grpo.speed.prompt_plan import SharePlan, call_images, images_per_row, plan_sharing, row_keys
 from vlm_grpo.speed.vision_cache import _ranges, _starts  # the patch-row arithmetic of the image cache
 
@@ -97,30 +99,6 @@ class SharedPromptStats:
 
     def reset(self) -> None:
         self.calls = self.shared = self.requested_tokens = self.computed_tokens = 0
-
-
-class _RecordingLayer(DynamicLayer):
-    """A cache layer for the prefix pass: returns the new states as they are and keeps the last ones.
-
-    Overwriting (not appending) makes a replay under gradient checkpointing harmless.
-    """
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        self.keys, self.values = key_states, value_states
-        self.dtype, self.device, self.is_initialized = key_states.dtype, key_states.device, True
-        return key_states, value_states
-
-
-class _PrefixLayer(DynamicLayer):
-    """A read-only cache layer holding a prefix: returns prefix + new states and stores nothing."""
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        super().__init__()
-        self.keys, self.values = keys, values
-        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
 
 
 def cache_argument(function) -> str | None:
@@ -217,8 +195,9 @@ class SharedPromptForward:
         position_ids = kwargs.get("position_ids")
         if position_ids is not None and position_ids.dim() != 3:
             return "2-D position_ids"
-        if "sliding_attention" in (getattr(config.get_text_config(), "layer_types", None) or []):
-            return "sliding-window layers"
+        unsupported = prefix_cache.unsupported_kinds(config.get_text_config())
+        if unsupported:
+            return f"{', '.join(unsupported)} layers"
         if self.backbone.training and _active_dropout(self.backbone.language_model):
             # The plain forward draws a dropout mask per row; sharing would draw one per group.
             return "active dropout in the language model (set lora_dropout and attention_dropout to 0 to share prompts)"
@@ -267,7 +246,7 @@ class SharedPromptForward:
         split, rows = plan.split, plan.rows
         length = input_ids.shape[1]
         layers = backbone.language_model.layers
-        recording = Cache(layers=[_RecordingLayer() for _ in layers])
+        recording = prefix_cache.recording_cache(prefix_cache.layer_kinds(backbone.config.get_text_config()))
         with _replayable_cache(layers):
             prefix = self.original(
                 input_ids=input_ids[rows, :split],
@@ -282,14 +261,13 @@ class SharedPromptForward:
             )
             group = plan.group_of_row
             hidden = [prefix.last_hidden_state.index_select(0, group)]
-            shared_kv = [(layer.keys.index_select(0, group), layer.values.index_select(0, group))
-                         for layer in recording.layers]
+            shared = prefix_cache.gathered(recording, group)  # every row's group's keys/values (and linear states)
             if split < length:
                 rest = self.original(
                     input_ids=input_ids[:, split:],
                     attention_mask=mask,
                     position_ids=positions[:, :, split:],
-                    **{self.cache: Cache(layers=[_PrefixLayer(k, v) for k, v in shared_kv])},
+                    **{self.cache: prefix_cache.prefix_cache(shared)},
                     use_cache=use_cache,
                     mm_token_type_ids=None if mm_types is None else mm_types[:, split:],
                     return_dict=True,
@@ -297,8 +275,7 @@ class SharedPromptForward:
                 )
                 hidden.append(rest.last_hidden_state)
         if caller_cache is not None:  # generation's prefill (whole rows): hand the gathered states to the caller
-            for index, (keys, values) in enumerate(shared_kv):
-                caller_cache.update(keys, values, index)
+            prefix_cache.fill(caller_cache, shared)
         # The class the plain forward returns (transformers 5.24: a multimodal output whose image_outputs are
         # left unset here: the encoder ran on the distinct images only).
         output_class = type(prefix)
