@@ -25,6 +25,7 @@ from vlm_grpo.speed.decode_cache import (
 from vlm_grpo.speed.shared_prompt import disable_shared_prompt, enable_shared_prompt
 
 FAMILIES = ["qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_vl_moe"]
+HYBRID = ["qwen3_5"]  # full-attention layers buffered, linear-attention layers kept as they are
 PROMPTS = [("where is the red square", [(56, 56)]), ("and here? name the larger of the two blue shapes", [(84, 56)])]
 
 
@@ -36,6 +37,33 @@ def model_and_processor(request, family_tiny_dir):
     processor = load_processor(path)
     processor.tokenizer.padding_side = "left"
     return load_model(path, device="cpu"), processor
+
+
+@pytest.mark.parametrize("seed", [None, 5], ids=["greedy", "sampled"])
+@pytest.mark.parametrize("family", HYBRID)
+def test_a_hybrid_model_buffers_its_attention_layers_only(family_tiny_dir, family, seed):
+    from transformers.cache_utils import LinearAttentionLayer
+
+    from vlm_grpo.modeling import load_model, load_processor
+
+    path = str(family_tiny_dir(family))
+    processor = load_processor(path)
+    processor.tokenizer.padding_side = "left"
+    model = load_model(path, device="cpu")
+    inputs = _prompt_batch(processor, PROMPTS, group=3)
+    plain = _generate(model, inputs, seed)
+    seen = []
+    enable_decode_cache(model)
+    handle = model.model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append({type(layer) for layer in kwargs["cache"].layers}), with_kwargs=True)
+    try:
+        buffered = _generate(model, inputs, seed)
+    finally:
+        handle.remove()
+        disable_decode_cache(model)
+    _assert_identical(buffered, plain)
+    assert seen[-1] == {BufferedLayer, LinearAttentionLayer}
+    assert decode_cache_stats(model) is None  # disabled again
 
 
 def _generate(model, inputs, seed: int | None, new_tokens: int = 12):

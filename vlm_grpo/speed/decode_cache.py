@@ -16,11 +16,13 @@ It is installed as a forward pre-hook on the language backbone
 (``Family.backbone_path``) and acts on a call only when it can tell the result
 is the plain one: gradients off (generation runs under ``torch.no_grad``; an
 in-place write into a buffer autograd saved would be wrong), a cache that is
-empty and made only of plain ``DynamicLayer``s (not offloaded). Everything else
-(sliding-window or linear-attention layers such as Qwen3.5's, a user's own
-cache, training passes, decoding with a cache filled elsewhere) keeps the
-caller's cache as it is, and the first call of each kind is logged once. So it
-serves every caller of ``generate``: TRL's rollouts, its tool loop, evaluation.
+empty and made of plain ``DynamicLayer``s (not offloaded), beside which only
+linear-attention layers may sit (Qwen3.5's hybrid: those keep their own
+fixed-size states and are left alone). Everything else (sliding-window layers,
+a user's own cache, training passes, decoding with a cache filled elsewhere)
+keeps the caller's cache as it is, and the first call of each kind is logged
+once. So it serves every caller of ``generate``: TRL's rollouts, its tool loop,
+evaluation.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from __future__ import annotations
 import logging
 
 import torch
-from transformers.cache_utils import Cache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicLayer, LinearAttentionLayer
 
 from vlm_grpo.speed.shared_prompt import cache_argument
 
@@ -36,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 ATTRIBUTE = "_decode_cache"  # where a backbone keeps its DecodeCacheHook (a plain attribute, not module state)
 MIN_HEADROOM = 256  # positions a new buffer has beyond what it holds (one GRPO completion, typically)
+# Layers kept as they are beside buffered ones: a linear-attention layer (Qwen3.5's Gated DeltaNet) holds fixed-size
+# convolution and recurrent states that it overwrites, so it copies nothing as the sequence grows.
+KEPT = (LinearAttentionLayer,)
 
 
 class BufferedLayer(DynamicLayer):
@@ -95,7 +100,7 @@ class DecodeCacheHook:
 
     def __call__(self, module, args, kwargs):
         cache = kwargs.get(self.cache_name) if self.cache_name else None
-        if cache is None or cache.get_seq_length() > 0:
+        if cache is None or any(getattr(layer, "is_initialized", False) for layer in getattr(cache, "layers", ())):
             return None  # no cache (training passes), or a decode step of a cache already set up
         reason = self.unsupported(cache)
         if reason is not None:
@@ -103,7 +108,7 @@ class DecodeCacheHook:
                 self.plain_reasons.append(reason)
                 logger.warning("decode_cache: plain cache (same results) for %s", reason)
             return None
-        cache.layers[:] = [BufferedLayer() for _ in cache.layers]
+        cache.layers[:] = [BufferedLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
         self.calls += 1
         return None
 
@@ -114,9 +119,10 @@ class DecodeCacheHook:
         if not isinstance(cache, Cache) or getattr(cache, "offloading", False):
             return f"a {type(cache).__name__} cache{' (offloaded)' if getattr(cache, 'offloading', False) else ''}"
         kinds = {type(layer) for layer in cache.layers}
-        if not cache.layers or kinds - {DynamicLayer, BufferedLayer}:
-            names = ", ".join(sorted(kind.__name__ for kind in kinds - {DynamicLayer})) or "lazily created layers"
-            return f"cache layers of kind {names}"
+        unknown = kinds - {DynamicLayer, BufferedLayer, *KEPT}
+        if unknown or DynamicLayer not in kinds:
+            names = ", ".join(sorted(kind.__name__ for kind in unknown)) or "no growing key/value layers"
+            return f"cache layers of kind {names}" if unknown else names
         return None
 
 
