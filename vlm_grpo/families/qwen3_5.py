@@ -48,6 +48,7 @@ code) and the chat templates TRL 1.16 ships (``trl/chat_templates/qwen3_5_{think
 from __future__ import annotations
 
 from vlm_grpo.families import LM_LINEAR_NAMES, Family, tiny_text_config, vision_token_ids
+from vlm_grpo.families.qwen3_vl import vision_config  # the same tower, without DeepStack
 
 #: Why the group-shared prompt steps aside on Qwen3.5 (measured on the tiny models and the probe's twin, fp32, CPU).
 SHARED_PROMPT_BLOCKER = (
@@ -83,20 +84,6 @@ def layer_types(layers: int, interval: int = 4) -> list[str]:
     return ["linear_attention" if (i + 1) % interval else "full_attention" for i in range(layers)]
 
 
-def _vision(spec) -> dict:
-    return {
-        "depth": spec.vision_depth,
-        "hidden_size": spec.vision_hidden,
-        "intermediate_size": spec.vision_intermediate,
-        "num_heads": spec.vision_heads,
-        "out_hidden_size": spec.text_hidden,
-        "patch_size": 16,
-        "spatial_merge_size": 2,
-        "temporal_patch_size": 2,
-        "num_position_embeddings": 64,  # an 8x8 learned grid, resampled to each image's grid
-    }
-
-
 def _text(ids, spec, vocab_size: int, **extra) -> dict:
     # head_dim is its own setting (4B: 256 with hidden 2560 and 16 heads); a quarter of it is rotary, so 32 gives
     # 8 rotary dims, 4 frequencies, split 2/1/1 over the interleaved temporal/height/width sections
@@ -114,7 +101,8 @@ def tiny_config(ids: dict[str, int], spec, vocab_size: int):
     """A ``Qwen3_5Config`` of ``spec``'s sizes (linear attention, then full attention every fourth layer)."""
     from transformers import Qwen3_5Config
 
-    return Qwen3_5Config(text_config=_text(ids, spec, vocab_size), vision_config=_vision(spec),
+    return Qwen3_5Config(text_config=_text(ids, spec, vocab_size),
+                         vision_config=vision_config(spec, deepstack=False),
                          **vision_token_ids(ids), tie_word_embeddings=True)
 
 
@@ -126,8 +114,8 @@ def tiny_moe_config(ids: dict[str, int], spec, vocab_size: int):
     text = _text(ids, spec, vocab_size, moe_intermediate_size=width, shared_expert_intermediate_size=width,
                  **TINY_MOE)
     text.pop("intermediate_size")
-    return Qwen3_5MoeConfig(text_config=text, vision_config=_vision(spec), **vision_token_ids(ids),
-                            tie_word_embeddings=True)
+    return Qwen3_5MoeConfig(text_config=text, vision_config=vision_config(spec, deepstack=False),
+                            **vision_token_ids(ids), tie_word_embeddings=True)
 
 
 # Qwen3.5-4B's config.json as third-party copies of it give it (read offline in public code; the hub was not reached):

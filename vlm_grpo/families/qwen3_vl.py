@@ -33,8 +33,10 @@ TINY_MOE = {"num_experts": 4, "num_experts_per_tok": 2, "decoder_sparse_step": 1
             "router_aux_loss_coef": 0.001, "output_router_logits": False}
 
 
-def _vision(spec) -> dict:
-    return {
+def vision_config(spec, deepstack: bool = True) -> dict:
+    """The tiny Qwen3-VL tower's ``vision_config`` of ``spec``'s sizes; ``deepstack=False``: the same tower without
+    DeepStack (Qwen3.5's)."""
+    config = {
         "depth": spec.vision_depth,
         "hidden_size": spec.vision_hidden,
         "intermediate_size": spec.vision_intermediate,
@@ -48,6 +50,9 @@ def _vision(spec) -> dict:
         # of 2 blocks feeds both, so the list is exercised with more than one entry
         "deepstack_visual_indexes": list(range(min(spec.vision_depth, spec.text_layers, 3))),
     }
+    if not deepstack:
+        del config["deepstack_visual_indexes"]
+    return config
 
 
 def _text(ids, spec, vocab_size: int, **extra) -> dict:
@@ -60,7 +65,7 @@ def tiny_config(ids: dict[str, int], spec, vocab_size: int):
     """A ``Qwen3VLConfig`` of ``spec``'s sizes."""
     from transformers import Qwen3VLConfig
 
-    return Qwen3VLConfig(text_config=_text(ids, spec, vocab_size), vision_config=_vision(spec),
+    return Qwen3VLConfig(text_config=_text(ids, spec, vocab_size), vision_config=vision_config(spec),
                          **vision_token_ids(ids), tie_word_embeddings=True)
 
 
@@ -69,7 +74,7 @@ def tiny_moe_config(ids: dict[str, int], spec, vocab_size: int):
     from transformers import Qwen3VLMoeConfig
 
     text = _text(ids, spec, vocab_size, moe_intermediate_size=max(8, spec.text_intermediate // 2), **TINY_MOE)
-    return Qwen3VLMoeConfig(text_config=text, vision_config=_vision(spec), **vision_token_ids(ids),
+    return Qwen3VLMoeConfig(text_config=text, vision_config=vision_config(spec), **vision_token_ids(ids),
                             tie_word_embeddings=True)
 
 
