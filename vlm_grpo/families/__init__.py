@@ -187,6 +187,23 @@ def vision_token_ids(ids: dict[str, int]) -> dict[str, int]:
     }
 
 
+#: One part of a message's content in a Qwen-VL chat template: an image or a video as vision_start/pad/vision_end
+#: (numbered with ``add_vision_id``), or its text. Inside a loop over ``content``; the template sets
+#: ``image_count`` and ``video_count``. The tool template renders tool responses' images with it too.
+CONTENT_PART = (
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}"
+    "{% endif %}"
+)
+
+
 def qwen_chat_template(default_system: str | None) -> str:
     """A Qwen-VL chat template (images and videos as vision_start/pad/vision_end), with ``default_system`` as the
     system turn added before a conversation that has none (Qwen2-VL / Qwen2.5-VL), or none (Qwen3-VL)."""
@@ -201,17 +218,7 @@ def qwen_chat_template(default_system: str | None) -> str:
         + system
         + "<|im_start|>{{ message['role'] }}\n"
         "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-        "{% else %}{% for content in message['content'] %}"
-        "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-        "{% set image_count.value = image_count.value + 1 %}"
-        "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
-        "<|vision_start|><|image_pad|><|vision_end|>"
-        "{% elif content['type'] == 'video' or 'video' in content %}"
-        "{% set video_count.value = video_count.value + 1 %}"
-        "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
-        "<|vision_start|><|video_pad|><|vision_end|>"
-        "{% elif 'text' in content %}{{ content['text'] }}"
-        "{% endif %}{% endfor %}<|im_end|>\n"
+        "{% else %}{% for content in message['content'] %}" + CONTENT_PART + "{% endfor %}<|im_end|>\n"
         "{% endif %}{% endfor %}"
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )

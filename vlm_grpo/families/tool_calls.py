@@ -21,24 +21,14 @@ assistant text stays whole in ``content`` (``<think>`` included: the format rewa
 
 from __future__ import annotations
 
+from vlm_grpo.families import CONTENT_PART
+
 # A newline right after a block tag is dropped (transformers renders with trim_blocks), so those are expressions.
 _NL = "{{ '\\n' }}"
 
-_IMAGE = (
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}"
-    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or 'video' in content %}"
-    "{% set video_count.value = video_count.value + 1 %}"
-    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
-    "<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}"
-    "{% endif %}"
-)
 _CONTENT = (
     "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% elif message['content'] %}{% for content in message['content'] %}" + _IMAGE + "{% endfor %}{% endif %}"
+    "{% elif message['content'] %}{% for content in message['content'] %}" + CONTENT_PART + "{% endfor %}{% endif %}"
 )
 _TOOLS_HEADER = (
     "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
