@@ -9,7 +9,7 @@
 #
 # --wheels installs every wheel in DIR (no index, no dependencies resolved: DIR holds the lock's versions of what the
 # GPU machine's Python lacks or has at another version, as --download-wheels fetches them) into a folder of its own
-# (SITE, default /tmp/vlm-grpo-site) that goes first on PYTHONPATH; the preinstalled torch stays. The check warns
+# (SITE, default a new temporary folder) that goes first on PYTHONPATH; the preinstalled torch stays. The check warns
 # when an installed version still differs from requirements.lock. Other options go to scripts/gpu_check.py
 # (--models, --pairs, --warmup, --peak-tflops, --out; --help). Variables: PYTHON [.venv/bin/python, else python3],
 # SITE, and for --download-wheels PYTHON_VERSION [3.12] (the GPU machine's Python).
@@ -44,7 +44,7 @@ while [ $# -gt 0 ]; do
 done
 if [ -n "$WHEELS" ]; then
   ls "$WHEELS"/*.whl >/dev/null 2>&1 || { echo "error: --wheels $WHEELS holds no .whl files" >&2; exit 2; }
-  SITE=${SITE:-/tmp/vlm-grpo-site}
+  SITE=${SITE:-$(mktemp -d -t vlm-grpo-site.XXXXXX)}
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
     "$WHEELS"/*.whl
   export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
