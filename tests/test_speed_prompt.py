@@ -131,19 +131,21 @@ def test_rows_in_any_order_and_a_prompt_without_copies(model_and_processor):
     assert shared_prompt_stats(model).shared == 1
 
 
+def _sample(model, inputs):
+    """16 tokens sampled at temperature 1 with a fixed seed."""
+    torch.manual_seed(123)
+    with torch.no_grad():
+        return model.generate(**inputs, do_sample=True, max_new_tokens=16, top_k=0, top_p=1.0, temperature=1.0)
+
+
 def test_sampled_generation_gives_identical_tokens(model_and_processor):
     model, processor = model_and_processor
     model.eval()
     inputs = _prompt_batch(processor)
 
-    def sample():
-        torch.manual_seed(123)
-        with torch.no_grad():
-            return model.generate(**inputs, do_sample=True, max_new_tokens=16, top_k=0, top_p=1.0, temperature=1.0)
-
-    off = sample()
+    off = _sample(model, inputs)
     enable_shared_prompt(model)
-    on = sample()
+    on = _sample(model, inputs)
     assert torch.equal(on, off)
     stats = shared_prompt_stats(model)
     batch, length = inputs["input_ids"].shape

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_speed_prompt import COMPLETION, _assert_same, _grpo_batch, _logps_and_grads, _prompt_batch
+from test_speed_prompt import COMPLETION, _assert_same, _grpo_batch, _logps_and_grads, _prompt_batch, _sample
 from vlm_grpo.speed import (
     cache_stats,
     enable_group_image_cache,
@@ -148,15 +148,10 @@ def test_sampled_generation_gives_identical_tokens(model_and_processor):
     model.eval()
     inputs = _prompt_batch(processor)
 
-    def sample():
-        torch.manual_seed(123)
-        with torch.no_grad():
-            return model.generate(**inputs, do_sample=True, max_new_tokens=16, top_k=0, top_p=1.0, temperature=1.0)
-
-    off = sample()
+    off = _sample(model, inputs)
     enable_group_image_cache(model)
     enable_shared_prompt(model)
-    on = sample()
+    on = _sample(model, inputs)
     assert torch.equal(on, off)
     assert shared_prompt_stats(model).shared == 1 and cache_stats(model).encoded == 4
 
