@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
+from test_speed_prompt import _assert_same  # logps within 1e-6, every gradient within RTOL = 1e-5
 from vlm_grpo.speed import enable_group_image_cache, enable_shared_prompt
 from vlm_grpo.tools import ZoomEnvironment, ZoomLimits, prepare_processor
 
-RTOL = 1e-5
 
 
 def _noise(width: int, height: int, seed: int) -> Image.Image:
@@ -98,14 +98,6 @@ def _logps_and_grads(model, inputs, completion, completion_mask):
     logps.sum().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return logps.detach(), grads
-
-
-def _assert_same(on, off):
-    (logps_on, grads_on), (logps_off, grads_off) = on, off
-    assert torch.allclose(logps_on, logps_off, rtol=RTOL, atol=1e-6)
-    assert set(grads_on) == set(grads_off) and grads_off
-    for name, grad in grads_off.items():
-        assert float((grads_on[name] - grad).norm() / grad.norm().clamp_min(1e-12)) <= RTOL, name
 
 
 @pytest.mark.parametrize("feature", [pytest.param("group_image_cache", marks=pytest.mark.slow),
