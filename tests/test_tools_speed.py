@@ -14,7 +14,6 @@ from vlm_grpo.speed import enable_group_image_cache, enable_shared_prompt
 from vlm_grpo.tools import ZoomEnvironment, ZoomLimits, prepare_processor
 
 
-
 def _noise(width: int, height: int, seed: int) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
