@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import bench_step  # noqa: E402
+import lock  # noqa: E402
 import step_timing  # noqa: E402
 import torch  # noqa: E402
 
@@ -59,28 +60,6 @@ MODELS = {  # name: (family, hub id of the published checkpoint whose sizes are 
 IMAGE_GRID, TINY_GRID = 31, 4  # language-model image tokens per side
 COMPLETION, TINY_COMPLETION = 256, 16
 H200_BF16_TFLOPS = 989.0  # dense bf16, NVIDIA's figure for the H200 SXM
-VERSIONED = ("torch", "transformers", "trl", "accelerate", "peft", "datasets", "tokenizers", "huggingface-hub")
-
-
-def lock_versions() -> dict[str, str]:
-    pins = {}
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
-        name, sep, version = line.strip().partition("==")
-        if sep and not name.startswith("#"):
-            pins[name.lower()] = version.split(";")[0].strip()
-    return pins
-
-
-def installed_versions() -> dict[str, str | None]:
-    from importlib import metadata
-
-    found = {}
-    for name in VERSIONED:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return found
 
 
 def build_model(name: str, tiny: bool, device: str, workdir: Path):
@@ -243,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     transformers.logging.set_verbosity_error()
-    pins, versions = lock_versions(), installed_versions()
+    pins, present = lock.read_lock(), lock.installed()
+    versions = {name: present.get(name) for name in lock.SHOWN}
     differ = {n: (v, pins.get(n)) for n, v in versions.items() if n != "torch" and v != pins.get(n)}
     for name, (have, pinned) in differ.items():
         print(f"warning: {name} {have} installed, the lock has {pinned} (install the lock's wheels: --wheels DIR)",

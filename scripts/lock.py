@@ -66,6 +66,16 @@ def installed() -> dict[str, str]:
     return {canonical(d.metadata["Name"]): d.version for d in metadata.distributions()}
 
 
+def read_lock(path: Path = ROOT / "requirements.lock") -> dict[str, str]:
+    """The pinned versions of a lock file this script wrote, by canonical name."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        name, sep, version = line.partition("==")
+        if sep and not line.startswith("#"):
+            pins[canonical(name)] = version.strip()
+    return pins
+
+
 def lock_lines() -> list[str]:
     return [f"{name}=={version}" for name, version in sorted(installed().items()) if name not in PINNED_ELSEWHERE | INSTALLERS]
 
