@@ -32,7 +32,7 @@ import logging
 import torch
 from transformers.cache_utils import Cache, DynamicLayer, LinearAttentionLayer
 
-from vlm_grpo.speed.shared_prompt import cache_argument
+from vlm_grpo.speed.shared_prompt import cache_argument, language_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -128,8 +128,6 @@ class DecodeCacheHook:
 
 def check_backbone(backbone) -> str | None:
     """Why buffered decoding cannot be installed on ``backbone``, or ``None``."""
-    if backbone is None:
-        return "no language backbone found"
     if cache_argument(type(backbone).forward) is None:
         return f"{type(backbone).__name__}.forward takes no cache argument this module knows"
     return None
@@ -137,7 +135,7 @@ def check_backbone(backbone) -> str | None:
 
 def enable_decode_cache(model) -> None:
     """Buffer generation's key/value cache on ``model`` (and a PEFT or wrapped copy of it). Idempotent."""
-    backbone = _backbone(model)
+    backbone = language_backbone(model)
     reason = check_backbone(backbone)
     if reason is not None:
         raise ValueError(f"decode_cache: {reason}")
@@ -149,8 +147,8 @@ def enable_decode_cache(model) -> None:
 
 def disable_decode_cache(model) -> None:
     """Remove the hook: generation uses transformers' own cache layers again. Idempotent."""
-    backbone = _backbone(model)
-    hook = backbone.__dict__.pop(ATTRIBUTE, None) if backbone is not None else None
+    backbone = language_backbone(model)
+    hook = backbone.__dict__.pop(ATTRIBUTE, None)
     if hook is not None:
         for key in [k for k, h in backbone._forward_pre_hooks.items() if h is hook]:
             del backbone._forward_pre_hooks[key]
@@ -159,12 +157,6 @@ def disable_decode_cache(model) -> None:
 
 def decode_cache_stats(model) -> DecodeCacheHook | None:
     """The live hook of ``model`` (``calls``: generation caches buffered; ``plain_reasons``), or ``None`` when off."""
-    hook = _backbone(model).__dict__.get(ATTRIBUTE)
+    hook = language_backbone(model).__dict__.get(ATTRIBUTE)
     return hook if isinstance(hook, DecodeCacheHook) else None
 
-
-def _backbone(model):
-    from vlm_grpo.speed.group_cache import model_family, unwrap
-
-    base = unwrap(model)
-    return model_family(base).backbone(base)
