@@ -102,9 +102,8 @@ def enable_speed_features(trainer, *, group_image_cache: str = "on", group_share
                           decode_cache: str = "on") -> list[FeatureStatus]:
     """Probe and enable the group image cache, the group-shared prompt and the decode cache on ``trainer``'s
     models."""
-    from vlm_grpo.speed.decode_cache import enable_decode_cache
     from vlm_grpo.speed.group_cache import enable_group_image_cache
-    from vlm_grpo.speed.probe import check_decode_cache, check_image_cache, check_shared_prompt
+    from vlm_grpo.speed.probe import check_image_cache, check_shared_prompt
     from vlm_grpo.speed.shared_prompt import enable_shared_prompt
 
     model, processor = trainer.model, trainer.processing_class
@@ -120,15 +119,13 @@ def enable_speed_features(trainer, *, group_image_cache: str = "on", group_share
         # Each distinct prompt runs once per forward, in generation's prefill and every log-prob pass.
         enable_shared_prompt(model)
         enable_shared_prompt(trainer.ref_model)
-    buffered = decide("decode_cache", decode_cache, lambda: engine_reason() or check_decode_cache(model))
-    if buffered.active:
-        # Generation writes each new position into a buffer instead of copying the cache (only the policy generates).
-        enable_decode_cache(model)
+    # Generation writes each new position into a buffer instead of copying the cache (only the policy generates).
+    buffered = enable_decode_speed(model, decode_cache)
     return [image_cache, shared_prompt, buffered]
 
 
 def enable_decode_speed(model, mode: str = "on") -> FeatureStatus:
-    """The decode cache for a model that only generates (evaluation): probed, enabled where exact."""
+    """The decode cache on ``model`` (training's policy, evaluation's model): probed, enabled where exact."""
     from vlm_grpo.speed.decode_cache import enable_decode_cache
     from vlm_grpo.speed.probe import check_decode_cache
 

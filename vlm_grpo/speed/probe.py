@@ -199,7 +199,8 @@ def _mismatch(on, off, what: str) -> str | None:
     return None
 
 
-def _greedy_logits(model, batch: dict, **sampling) -> torch.Tensor:
+def _generation_logits(model, batch: dict, **sampling) -> torch.Tensor:
+    """Per-step logits of 3 generated tokens: greedy unless ``sampling`` says otherwise."""
     sampling = {"do_sample": False, **sampling}
     out = model.generate(**batch, max_new_tokens=3, output_logits=True, return_dict_in_generate=True, use_cache=True,
                          pad_token_id=0, eos_token_id=None, **sampling)
@@ -211,7 +212,7 @@ def _sampled_logits(model, batch: dict) -> torch.Tensor:
     state = torch.random.get_rng_state()
     torch.manual_seed(0)
     try:
-        return _greedy_logits(model, batch, do_sample=True, top_k=0, top_p=1.0, temperature=1.0)
+        return _generation_logits(model, batch, do_sample=True, top_k=0, top_p=1.0, temperature=1.0)
     finally:
         torch.random.set_rng_state(state)
 
@@ -240,13 +241,13 @@ def check_shared_prompt(model) -> str | None:
         batch = probe_batch(twin.config)
         prompts = probe_batch(twin.config, completions=False)
         off = _logits_and_grads(twin, batch)
-        greedy_off = _greedy_logits(twin, prompts)
+        greedy_off = _generation_logits(twin, prompts)
         enable_shared_prompt(twin)
         try:
             on = _logits_and_grads(twin, batch)
             if shared_prompt_stats(twin).shared == 0:
                 return "the probe batch took the plain path (nothing was shared)"
-            greedy_on = _greedy_logits(twin, prompts)
+            greedy_on = _generation_logits(twin, prompts)
         finally:
             disable_shared_prompt(twin)
         if not _close(greedy_on, greedy_off):
@@ -263,10 +264,10 @@ def check_decode_cache(model) -> str | None:
     def check():
         twin = twin_of(model)
         prompts = probe_batch(twin.config, completions=False)
-        plain = [_greedy_logits(twin, prompts), _sampled_logits(twin, prompts)]
+        plain = [_generation_logits(twin, prompts), _sampled_logits(twin, prompts)]
         enable_decode_cache(twin)
         try:
-            buffered = [_greedy_logits(twin, prompts), _sampled_logits(twin, prompts)]
+            buffered = [_generation_logits(twin, prompts), _sampled_logits(twin, prompts)]
             stats = decode_cache_stats(twin)
             if stats.calls == 0:
                 return f"generation kept its own cache ({'; '.join(stats.plain_reasons) or 'the hook was not reached'})"
